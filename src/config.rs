@@ -1,0 +1,536 @@
+//! Configuration: the embedded `config/default.toml`, an optional file, and
+//! `SYNQALL_RECONCILER__SECTION__KEY` environment variables, layered with the `config` crate into
+//! a typed [`Settings`] that is validated before anything touches the database.
+//!
+//! Every failure here is a [`ConfigError`] that names the key; the binary maps it to exit 78
+//! (EX_CONFIG). The database URL is a [`Secret`]: it never prints, and the startup log shows only
+//! its user, host, port and database.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary needs no file to start.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+/// Read when `--config` is not given, if it exists.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/synqall-reconciler/config.toml";
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SYNQALL_RECONCILER";
+/// Name of the systemd credential holding the database URL.
+pub const DATABASE_URL_CREDENTIAL: &str = "database-url";
+/// Supabase's transaction pooler: no session state, so no advisory lock.
+const TRANSACTION_POOLER_PORT: u16 = 6543;
+
+/// A configuration problem, with the key it concerns when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration{}: {message}", key.as_ref().map(|k| format!(" for key `{k}`")).unwrap_or_default())]
+pub struct ConfigError {
+    /// Dotted key, e.g. `usage.period`.
+    pub key: Option<String>,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn key(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (connecting).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// All settings; see `config/default.toml` for each key's meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub schedule: ScheduleSettings,
+    pub usage: UsageSettings,
+    pub orphans: OrphanSettings,
+    pub lock: LockSettings,
+    pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+    pub alert: AlertSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub statement_timeout_seconds: u64,
+    pub lock_timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    pub cron: String,
+    pub run_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSettings {
+    pub period: Period,
+    pub source: Source,
+    pub rounding: Rounding,
+    pub settle_seconds: u64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanSettings {
+    pub ambiguous: AmbiguousPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockSettings {
+    pub key: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub stalled_after_seconds: u64,
+    pub max_critical_lines_per_pass: usize,
+}
+
+/// The billing period a counter covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// Every completed call ever (the seed's definition).
+    AllTime,
+    /// Calls created in the current calendar month, UTC.
+    CalendarMonth,
+}
+
+/// Which ledger is the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Calls,
+    UsageMetrics,
+}
+
+/// Per-call rounding of numeric durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    Ceil,
+    Round,
+    Floor,
+}
+
+/// What to do with an orphaned call whose owner cannot be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousPolicy {
+    Skip,
+    EarliestMembership,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+macro_rules! display_as_snake_case {
+    ($($ty:ty => { $($variant:ident => $text:literal),* $(,)? })*) => {$(
+        impl $ty {
+            /// The config spelling, also used in logs and the journal.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_snake_case! {
+    Period => { AllTime => "all_time", CalendarMonth => "calendar_month" }
+    Source => { Calls => "calls", UsageMetrics => "usage_metrics" }
+    Rounding => { Ceil => "ceil", Round => "round", Floor => "floor" }
+    AmbiguousPolicy => { Skip => "skip", EarliestMembership => "earliest_membership" }
+    LogFormat => { Text => "text", Json => "json" }
+}
+
+impl Settings {
+    /// Load the layers: embedded defaults, then `file` (or [`SYSTEM_CONFIG_PATH`] if it exists),
+    /// then the environment; then validate.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, an unknown key, a value of the wrong type or out of range.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with an explicit environment (tests pass their own).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_CONFIG_TOML,
+            config::FileFormat::Toml,
+        ));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError {
+                        key: None,
+                        message: format!("config file {} does not exist", path.display()),
+                    });
+                }
+                builder = builder.add_source(
+                    config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+                );
+            }
+            None if Path::new(SYSTEM_CONFIG_PATH).is_file() => {
+                builder = builder.add_source(
+                    config::File::with_name(SYSTEM_CONFIG_PATH).format(config::FileFormat::Toml),
+                );
+            }
+            None => {}
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(from_config_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range checks serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "database.statement_timeout_seconds",
+                self.database.statement_timeout_seconds,
+            ),
+            (
+                "database.connect_timeout_seconds",
+                self.database.connect_timeout_seconds,
+            ),
+            ("database.pool_size", self.database.pool_size as u64),
+            ("usage.batch_size", self.usage.batch_size as u64),
+            ("shutdown.timeout_seconds", self.shutdown.timeout_seconds),
+            (
+                "alert.stalled_after_seconds",
+                self.alert.stalled_after_seconds,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be greater than 0"));
+            }
+        }
+        if self.usage.settle_seconds > 3600 {
+            return Err(ConfigError::key(
+                "usage.settle_seconds",
+                "must be at most 3600 (a settle longer than an hour delays every repair)",
+            ));
+        }
+        if self.usage.batch_size > 10_000 {
+            return Err(ConfigError::key(
+                "usage.batch_size",
+                "must be at most 10000 (a batch is one transaction holding row locks)",
+            ));
+        }
+        if self.database.pool_size > 64 {
+            return Err(ConfigError::key("database.pool_size", "must be at most 64"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::key(
+                "log.level",
+                format!("not a valid filter: {e}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Timeout applied to every statement.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.database.statement_timeout_seconds)
+    }
+
+    /// Settle time of §4.5.
+    pub fn settle(&self) -> Duration {
+        Duration::from_secs(self.usage.settle_seconds)
+    }
+
+    /// The database connection target, resolved from (in order) `cli_url` (`--database-url` or
+    /// `DATABASE_URL`), `database.url`, `database.url_file`, and the systemd credential.
+    ///
+    /// # Errors
+    /// No URL anywhere, an unreadable file, a malformed URL, or the transaction pooler port.
+    pub fn database_target(&self, cli_url: Option<&Secret>) -> Result<DatabaseTarget, ConfigError> {
+        let (key, url) = if let Some(url) = cli_url {
+            ("--database-url / DATABASE_URL", url.clone())
+        } else if let Some(url) = &self.database.url {
+            ("database.url", url.clone())
+        } else if let Some(path) = &self.database.url_file {
+            (
+                "database.url_file",
+                read_secret_file("database.url_file", path)?,
+            )
+        } else if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let path = Path::new(&dir).join(DATABASE_URL_CREDENTIAL);
+            if !path.is_file() {
+                return Err(no_url_error());
+            }
+            (
+                "$CREDENTIALS_DIRECTORY/database-url",
+                read_secret_file(DATABASE_URL_CREDENTIAL, &path)?,
+            )
+        } else {
+            return Err(no_url_error());
+        };
+        DatabaseTarget::parse(key, url)
+    }
+}
+
+fn no_url_error() -> ConfigError {
+    ConfigError::key(
+        "database.url",
+        "no database URL: set --database-url, DATABASE_URL, database.url, database.url_file, \
+         or the systemd credential `database-url`",
+    )
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim()))
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The `config` crate's errors already say "for key `x`"; lift the key out so the message
+/// reads the same as our own.
+fn from_config_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    if let Some(start) = text.find("for key `") {
+        let rest = &text[start + "for key `".len()..];
+        if let Some(end) = rest.find('`') {
+            let message = text[..start].trim_end().to_string();
+            return ConfigError::key(&rest[..end], message);
+        }
+    }
+    if let Some(field) = text
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        return ConfigError::key(field, format!("unknown key ({text})"));
+    }
+    ConfigError {
+        key: None,
+        message: text,
+    }
+}
+
+/// A parsed, validated connection target. The URL stays secret; [`DatabaseTarget::describe`]
+/// is what logs show.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    config: tokio_postgres::Config,
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl DatabaseTarget {
+    /// Parse and check a URL that came from `key`.
+    ///
+    /// # Errors
+    /// Malformed URL (the message never repeats it), the transaction pooler.
+    pub fn parse(key: &str, url: Secret) -> Result<Self, ConfigError> {
+        let config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+            // tokio-postgres's parse errors describe the problem, never echo the input.
+            ConfigError::key(key, format!("not a valid PostgreSQL URL: {e}"))
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err(ConfigError::key(key, "the URL names no host"));
+        }
+        if config.get_ports().contains(&TRANSACTION_POOLER_PORT) {
+            return Err(ConfigError::key(
+                key,
+                "port 6543 is Supabase's transaction pooler, which cannot hold the session \
+                 advisory lock or prepared statements; use the direct connection \
+                 (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
+            ));
+        }
+        Ok(Self { config })
+    }
+
+    /// The tokio-postgres config, for connecting.
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// `user@host:port/dbname`, safe to log.
+    pub fn describe(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "?".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{}:{}/{}",
+            self.config.get_user().unwrap_or("?"),
+            host,
+            port,
+            self.config.get_dbname().unwrap_or("?")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_any_file_or_env() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.usage.period, Period::AllTime);
+        assert_eq!(s.usage.source, Source::Calls);
+        assert_eq!(s.usage.settle_seconds, 30);
+        assert_eq!(s.schedule.cron, "0 */5 * * * *");
+        assert_eq!(s.alert.max_critical_lines_per_pass, 200);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0"),
+                ("SYNQALL_RECONCILER__USAGE__PERIOD", "calendar_month"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.usage.settle_seconds, 0);
+        assert_eq!(s.usage.period, Period::CalendarMonth);
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let e = Settings::load_from(
+            None,
+            env(&[("SYNQALL_RECONCILER__USAGE__PERIOD", "weekly")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("usage.period"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let e = Settings::load_from(None, env(&[("SYNQALL_RECONCILER__USAGE__BATCH_SIZE", "0")]))
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("usage.batch_size"), "{e}");
+    }
+
+    #[test]
+    fn transaction_pooler_is_refused_naming_the_alternative() {
+        let e = DatabaseTarget::parse(
+            "database.url",
+            Secret::new("postgres://u:hunter2@aws-0-eu.pooler.supabase.com:6543/postgres"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("session pooler"), "{e}");
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn describe_hides_the_password() {
+        let t = DatabaseTarget::parse(
+            "database.url",
+            Secret::new("postgres://u:hunter2@db.example.com:5432/postgres"),
+        )
+        .unwrap();
+        assert_eq!(t.describe(), "u@db.example.com:5432/postgres");
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Database access: the connection pool, the dedicated advisory-lock connection, schema checks
+//! and migrations.
+//!
+//! Every connection identifies itself as `application_name=synqall-reconciler` and carries
+//! `statement_timeout` and `lock_timeout`, so a stuck pass shows up in `pg_stat_activity` by
+//! name and cannot hold locks forever. The pool verifies connections before handing them out
+//! (`RecyclingMethod::Verified`): after a server restart a stale connection is replaced instead
+//! of failing the pass.
+
+pub mod lock;
+pub mod migrations;
+pub mod schema;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{DatabaseTarget, Settings};
+
+/// Shown as `application_name` in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "synqall-reconciler";
+
+/// Database failures. Messages never contain the connection password: tokio-postgres errors
+/// do not echo it, and targets are shown through [`DatabaseTarget::describe`].
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("Failed to connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("Failed to get a connection to {target}: {detail}")]
+    Pool { target: String, detail: String },
+    #[error("Failed to {what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the database is not migrated ({detail}); run `synqall-reconciler migrate` first")]
+    NotMigrated { detail: String },
+    #[error("the database lacks what the reconciler reads: {detail}")]
+    Schema { detail: String },
+    #[error("migration V{version} was changed after it was applied (checksum {applied} in the database, {shipped} shipped); refusing to continue")]
+    MigrationChanged {
+        version: i32,
+        applied: String,
+        shipped: String,
+    },
+    #[error("Failed to apply migration V{version}__{name}: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the advisory lock connection was lost; stopped writing")]
+    LockLost(#[source] tokio_postgres::Error),
+}
+
+/// Attach "what we were doing" to a tokio-postgres error.
+pub(crate) trait QueryContext<T> {
+    fn context(self, what: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> QueryContext<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Query { what, source })
+    }
+}
+
+/// The pool plus what is needed to open the lock connection beside it.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    target: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl Database {
+    /// Build the pool (no connection is made until one is needed).
+    ///
+    /// # Errors
+    /// Only if the pool cannot be built, which does not depend on the server.
+    pub fn new(target: &DatabaseTarget, settings: &Settings) -> Result<Self, DbError> {
+        let db = &settings.database;
+        let mut config = target.pg_config().clone();
+        config
+            .application_name(APPLICATION_NAME)
+            .connect_timeout(Duration::from_secs(db.connect_timeout_seconds))
+            .keepalives_idle(Duration::from_secs(30))
+            .options(format!(
+                "-c statement_timeout={}s -c lock_timeout={}s -c idle_in_transaction_session_timeout={}s",
+                db.statement_timeout_seconds,
+                db.lock_timeout_seconds,
+                db.statement_timeout_seconds.max(60) * 2
+            ));
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(db.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(db.connect_timeout_seconds * 3)))
+            .create_timeout(Some(Duration::from_secs(db.connect_timeout_seconds)))
+            .build()
+            .map_err(|e| DbError::Pool {
+                target: target.describe(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            config,
+            target: target.describe(),
+        })
+    }
+
+    /// A pooled connection.
+    ///
+    /// # Errors
+    /// The server is unreachable or refuses the login.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(source) => DbError::Connect {
+                target: self.target.clone(),
+                source,
+            },
+            other => DbError::Pool {
+                target: self.target.clone(),
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    /// A connection outside the pool, for the session advisory lock: the pool may recycle or
+    /// drop its connections, and a session lock must live exactly as long as its connection.
+    ///
+    /// # Errors
+    /// The server is unreachable or refuses the login.
+    pub async fn dedicated(&self) -> Result<DedicatedConnection, DbError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|source| DbError::Connect {
+                    target: self.target.clone(),
+                    source,
+                })?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "dedicated connection closed");
+            }
+        });
+        Ok(DedicatedConnection { client, task })
+    }
+
+    /// `user@host:port/db`, safe to log.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// A connection outside the pool; dropping it closes the connection.
+pub struct DedicatedConnection {
+    pub client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DedicatedConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

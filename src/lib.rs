@@ -1,0 +1,162 @@
+//! synqall-reconciler keeps SynqAll's billing counter `organizations.used_minutes` honest: it
+//! recomputes what every organization used from completed calls (cross-checked against
+//! `usage_metrics`), repairs drifted counters, attributes orphaned calls, journals every
+//! correction and logs a greppable `CRITICAL … used_minutes drift …` line for each drift.
+//! `DESIGN.md` in the repository's parent project is the contract; the README is the manual.
+//!
+//! # Layout
+//! - [`cli`]: command-line arguments.
+//! - [`config`]: layered, validated settings; secrets that never print.
+//! - [`telemetry`]: the log line formats people grep.
+//! - [`db`]: pool, advisory lock, schema checks, migrations.
+//! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
+//!   report).
+//! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
+//! - [`demo`]: the Supabase stand-in schema and sample data.
+//!
+//! The entry points below are what `main.rs` calls; tests call them too.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod local_pg;
+pub mod reconcile;
+pub mod telemetry;
+
+use tracing::info;
+
+use crate::cli::{Cli, Command};
+use crate::config::{ConfigError, DatabaseTarget, Settings};
+use crate::db::{migrations, Database, DbError};
+use crate::reconcile::{PassOptions, PassOutcome, RunMode};
+
+/// How the process ends; the numbers are the documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done (repairs included).
+    Ok = 0,
+    /// Error: database unreachable, not migrated, a failed pass.
+    Error = 1,
+    /// Drift left unrepaired (dry run, lost races, refused or failed updates).
+    DriftLeft = 2,
+    /// Another instance holds the advisory lock (EX_TEMPFAIL).
+    LockHeld = 75,
+    /// Bad configuration (EX_CONFIG).
+    Config = 78,
+}
+
+/// Failures of an entry point.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    LocalPg(#[from] local_pg::LocalPgError),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// The exit code this failure maps to.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Config(_) => Exit::Config,
+            _ => Exit::Error,
+        }
+    }
+}
+
+/// Run what the command line asks for with already-loaded settings.
+///
+/// # Errors
+/// See [`Error`]; [`Error::exit`] gives the exit code.
+pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
+    match (&cli.command, cli.reconcile_now) {
+        (Some(Command::Demo), _) => demo::run(settings).await,
+        (Some(Command::Migrate), _) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            log_effective_config(&settings, &target);
+            for applied in migrate(&settings, &target).await? {
+                println!("applied V{}__{}", applied.version, applied.name);
+            }
+            Ok(Exit::Ok)
+        }
+        (None, true) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            log_effective_config(&settings, &target);
+            reconcile_now(&settings, &target, cli.dry_run).await
+        }
+        (Some(Command::Run) | None, _) => Err(Error::Other(
+            "the daemon is not implemented yet; use --reconcile-now".into(),
+        )),
+    }
+}
+
+/// Apply pending migrations; returns what was applied (empty when current).
+///
+/// # Errors
+/// Connection failure or a failing migration (rolled back).
+pub async fn migrate(
+    settings: &Settings,
+    target: &DatabaseTarget,
+) -> Result<Vec<migrations::Applied>, Error> {
+    let db = Database::new(target, settings)?;
+    let mut conn = db.dedicated().await?;
+    let applied = migrations::apply_pending(&mut conn.client).await?;
+    if applied.is_empty() {
+        info!("migrations: nothing to apply, the database is current");
+    }
+    for m in &applied {
+        info!(version = m.version, name = m.name, "migration applied");
+    }
+    Ok(applied)
+}
+
+/// One pass now (`--reconcile-now`), mapped to an exit code.
+///
+/// # Errors
+/// A failed pass.
+pub async fn reconcile_now(
+    settings: &Settings,
+    target: &DatabaseTarget,
+    dry_run: bool,
+) -> Result<Exit, Error> {
+    let db = Database::new(target, settings)?;
+    let options = PassOptions {
+        mode: RunMode::Once,
+        dry_run,
+    };
+    match reconcile::run_once(&db, settings, options).await? {
+        PassOutcome::LockHeld => Ok(Exit::LockHeld),
+        PassOutcome::Completed(report) => {
+            println!("{report}");
+            Ok(if report.drift_left() {
+                Exit::DriftLeft
+            } else {
+                Exit::Ok
+            })
+        }
+    }
+}
+
+/// The startup line with the configuration in effect; the URL shows no password.
+fn log_effective_config(settings: &Settings, target: &DatabaseTarget) {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        database = target.describe().as_str(),
+        period = settings.usage.period.as_str(),
+        source = settings.usage.source.as_str(),
+        rounding = settings.usage.rounding.as_str(),
+        settle_seconds = settings.usage.settle_seconds,
+        batch_size = settings.usage.batch_size,
+        orphans_ambiguous = settings.orphans.ambiguous.as_str(),
+        cron = settings.schedule.cron.as_str(),
+        lock_key = settings.lock.key,
+        "effective configuration"
+    );
+}

@@ -1,0 +1,512 @@
+//! A throwaway local PostgreSQL cluster: `initdb` into a temporary directory, start `postgres`
+//! on a free loopback port, stop it, remove everything. Used by `demo` and by the test harness.
+//!
+//! Two details make it safe to use from tests and from a Ctrl-C'd demo:
+//! - The server is spawned from a dedicated *keeper* thread with `PR_SET_PDEATHSIG`, so the kernel
+//!   kills it when that thread ends, which for a cluster that is never dropped (a test binary's
+//!   shared cluster) is when the process exits, however it exits.
+//! - Data directories are named `synqall-pg-<pid>-…`; a new cluster removes those whose process
+//!   is gone, so a killed run leaves nothing behind for long.
+//!
+//! `initdb` and `postgres` refuse to run as root: as root, both run as the `postgres` user and
+//! the directory is handed to it.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Prefix of every data directory this module creates under the system temp dir.
+const DIR_PREFIX: &str = "synqall-pg-";
+/// How long to wait for the server to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors starting or stopping a local cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalPgError {
+    #[error(
+        "PostgreSQL server binaries not found (looked in $PG_BINDIR, `pg_config --bindir` and \
+         /usr/lib/postgresql/*/bin). Install them: `apt-get install -y postgresql` \
+         (Debian/Ubuntu), or set PG_BINDIR to the directory holding initdb and postgres"
+    )]
+    BinariesNotFound,
+    #[error("running as root but there is no `postgres` user to run the server as; install the `postgresql` package or run as an ordinary user")]
+    NoPostgresUser,
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("I/O error while {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the local PostgreSQL keeper thread is gone")]
+    KeeperGone,
+}
+
+fn io_err(what: &str) -> impl FnOnce(io::Error) -> LocalPgError + '_ {
+    move |source| LocalPgError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Tuning of a throwaway cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// `fsync=off` and friends: fine for data nobody will miss, wrong for benchmarks of
+    /// durability costs.
+    pub unsafe_fast: bool,
+    /// Extra `-c name=value` server settings.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            unsafe_fast: true,
+            settings: Vec::new(),
+        }
+    }
+}
+
+/// Where to find `initdb`, `postgres` and `pg_isready`: `$PG_BINDIR`, then `pg_config --bindir`,
+/// then the newest `/usr/lib/postgresql/*/bin`.
+///
+/// # Errors
+/// [`LocalPgError::BinariesNotFound`] naming the package to install.
+pub fn find_bindir() -> Result<PathBuf, LocalPgError> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return if has_server(&dir) {
+            Ok(dir)
+        } else {
+            Err(LocalPgError::BinariesNotFound)
+        };
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_server(&bin).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or(LocalPgError::BinariesNotFound)
+}
+
+/// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.
+fn server_identity() -> Result<Option<(u32, u32)>, LocalPgError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres").expect("static name has no NUL");
+    // SAFETY: getpwnam returns NULL or a pointer to static storage valid until the next call;
+    // we copy the two integers out immediately.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(LocalPgError::NoPostgresUser);
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+/// Remove data directories left by processes that no longer exist (killed test runs).
+fn sweep_stale_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks for existence.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn free_loopback_port() -> Result<u16, LocalPgError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io_err("finding a free port"))?
+        .port())
+}
+
+/// Everything the keeper thread needs to (re)start the server.
+#[derive(Debug, Clone)]
+struct ServerSpec {
+    bindir: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    port: u16,
+    identity: Option<(u32, u32)>,
+    options: ClusterOptions,
+}
+
+impl ServerSpec {
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join(program));
+        cmd.current_dir(self.data_dir.parent().unwrap_or(Path::new("/")));
+        cmd.env_remove("PGDATA").env("LC_ALL", "C");
+        if let Some((uid, gid)) = self.identity {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn initdb(&self) -> Result<(), LocalPgError> {
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .arg("--locale=C")
+            .output()
+            .map_err(io_err("running initdb"))?;
+        if !out.status.success() {
+            return Err(LocalPgError::Command {
+                what: "initdb".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn spawn(&self) -> Result<Child, LocalPgError> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .map_err(io_err("opening the server log"))?;
+        let log2 = log.try_clone().map_err(io_err("opening the server log"))?;
+        let mut cmd = self.command("postgres");
+        cmd.arg("-D").arg(&self.data_dir);
+        cmd.args(["-p", &self.port.to_string()]);
+        let mut settings: Vec<(String, String)> = vec![
+            ("listen_addresses".into(), "127.0.0.1".into()),
+            (
+                "unix_socket_directories".into(),
+                self.socket_dir.display().to_string(),
+            ),
+            ("max_connections".into(), "300".into()),
+        ];
+        if self.options.unsafe_fast {
+            for (k, v) in [
+                ("fsync", "off"),
+                ("synchronous_commit", "off"),
+                ("full_page_writes", "off"),
+            ] {
+                settings.push((k.into(), v.into()));
+            }
+        }
+        settings.extend(self.options.settings.iter().cloned());
+        for (k, v) in settings {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        // Own process group: a Ctrl-C in the terminal reaches us, and we stop the server.
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; this runs in the forked child after the uid
+        // switch (std runs pre_exec closures last), so the setting survives until exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io_err("starting postgres"))?;
+        self.wait_ready(&mut child)?;
+        Ok(child)
+    }
+
+    fn wait_ready(&self, child: &mut Child) -> Result<(), LocalPgError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(LocalPgError::Command {
+                    what: "postgres".into(),
+                    detail: format!(
+                        "exited with {status} during start-up; log: {}",
+                        self.log_tail()
+                    ),
+                });
+            }
+            let ready = Command::new(self.bindir.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(LocalPgError::Command {
+                    what: "postgres".into(),
+                    detail: format!(
+                        "not ready after {START_TIMEOUT:?}; log: {}",
+                        self.log_tail()
+                    ),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join(" | ")
+    }
+}
+
+/// Stop a running server the way `pg_ctl stop -m immediate` does (SIGQUIT), or fast (SIGINT).
+fn stop_child(child: &mut Child, immediate: bool) {
+    let signal = if immediate {
+        libc::SIGQUIT
+    } else {
+        libc::SIGINT
+    };
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+enum KeeperCmd {
+    Start(mpsc::Sender<Result<(), LocalPgError>>),
+    Stop {
+        immediate: bool,
+        done: mpsc::Sender<()>,
+    },
+    Exit,
+}
+
+/// A running throwaway cluster; dropping it stops the server and removes its directory.
+pub struct LocalCluster {
+    spec: ServerSpec,
+    root: PathBuf,
+    keeper: Option<(mpsc::Sender<KeeperCmd>, thread::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("port", &self.spec.port)
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl LocalCluster {
+    /// `initdb` a new cluster in a temporary directory and start it with default options.
+    ///
+    /// # Errors
+    /// Missing binaries (naming the package), `initdb` or start-up failures with the server's
+    /// last log lines.
+    pub fn start() -> Result<Self, LocalPgError> {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// Like [`LocalCluster::start`] with explicit options.
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start`].
+    pub fn start_with(options: ClusterOptions) -> Result<Self, LocalPgError> {
+        let bindir = find_bindir()?;
+        let identity = server_identity()?;
+        sweep_stale_dirs();
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map_err(io_err("creating the cluster directory"))?
+            .keep();
+        let spec = ServerSpec {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("postgres.log"),
+            port: free_loopback_port()?,
+            bindir,
+            identity,
+            options,
+        };
+        let mut cluster = Self {
+            spec,
+            root,
+            keeper: None,
+        };
+        cluster.prepare_dirs()?;
+        cluster.spec.initdb()?;
+        cluster.spawn_keeper()?;
+        Ok(cluster)
+    }
+
+    fn prepare_dirs(&self) -> Result<(), LocalPgError> {
+        fs::create_dir_all(&self.spec.socket_dir).map_err(io_err("creating the socket dir"))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("setting directory permissions"))?;
+        if let Some((uid, gid)) = self.spec.identity {
+            for dir in [&self.root, &self.spec.socket_dir] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(io_err("handing the cluster directory to postgres"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_keeper(&mut self) -> Result<(), LocalPgError> {
+        let (tx, rx) = mpsc::channel::<KeeperCmd>();
+        let spec = self.spec.clone();
+        let handle = thread::Builder::new()
+            .name("local-pg-keeper".into())
+            .spawn(move || keeper_loop(spec, rx))
+            .map_err(io_err("spawning the keeper thread"))?;
+        self.keeper = Some((tx, handle));
+        self.start_server()
+    }
+
+    fn send(&self, cmd: KeeperCmd) -> Result<(), LocalPgError> {
+        let (tx, _) = self.keeper.as_ref().ok_or(LocalPgError::KeeperGone)?;
+        tx.send(cmd).map_err(|_| LocalPgError::KeeperGone)
+    }
+
+    /// Start the server again after [`LocalCluster::stop`] (same port, same data).
+    ///
+    /// # Errors
+    /// The server did not come up.
+    pub fn start_server(&self) -> Result<(), LocalPgError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(KeeperCmd::Start(tx))?;
+        rx.recv().map_err(|_| LocalPgError::KeeperGone)?
+    }
+
+    /// Stop the server; `immediate` is a crash-like stop (no checkpoint), as a power cut would.
+    ///
+    /// # Errors
+    /// The keeper thread is gone.
+    pub fn stop_server(&self, immediate: bool) -> Result<(), LocalPgError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(KeeperCmd::Stop {
+            immediate,
+            done: tx,
+        })?;
+        rx.recv().map_err(|_| LocalPgError::KeeperGone)
+    }
+
+    /// Restart the server in place: every open connection is cut.
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start_server`].
+    pub fn restart_server(&self) -> Result<(), LocalPgError> {
+        self.stop_server(true)?;
+        self.start_server()
+    }
+
+    /// TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.spec.port
+    }
+
+    /// Directory holding the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.spec.socket_dir
+    }
+
+    /// Directory holding the data, the socket and the server log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A connection URL for `database` as the `postgres` superuser (trust auth, loopback only).
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}",
+            self.spec.port
+        )
+    }
+
+    /// The binaries directory in use (for `psql` and friends).
+    pub fn bindir(&self) -> &Path {
+        &self.spec.bindir
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.keeper.take() {
+            let _ = tx.send(KeeperCmd::Exit);
+            let _ = handle.join();
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Owns the server process. Lives as long as the cluster: the server's parent-death signal is
+/// tied to this thread.
+fn keeper_loop(spec: ServerSpec, rx: mpsc::Receiver<KeeperCmd>) {
+    let mut child: Option<Child> = None;
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            KeeperCmd::Start(reply) => {
+                let result = match child {
+                    Some(_) => Ok(()),
+                    None => spec.spawn().map(|c| child = Some(c)),
+                };
+                let _ = reply.send(result);
+            }
+            KeeperCmd::Stop { immediate, done } => {
+                if let Some(mut c) = child.take() {
+                    stop_child(&mut c, immediate);
+                }
+                let _ = done.send(());
+            }
+            KeeperCmd::Exit => break,
+        }
+    }
+    if let Some(mut c) = child.take() {
+        stop_child(&mut c, true);
+    }
+}

@@ -1,0 +1,47 @@
+//! The `synqall-reconciler` binary: parse the command line, load config, set up logging, call
+//! the library, map the outcome to an exit code. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use synqall_reconciler::cli::Cli;
+use synqall_reconciler::config::Settings;
+use synqall_reconciler::{telemetry, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            // Logging is not set up yet (its settings are part of what failed): plain stderr.
+            eprintln!("ERROR {e}");
+            return ExitCode::from(Exit::Config as u8);
+        }
+    };
+    telemetry::init(
+        cli.log_format.unwrap_or(settings.log.format),
+        &settings.log.level,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "Failed to start the async runtime");
+            return ExitCode::from(Exit::Error as u8);
+        }
+    };
+    let exit = match runtime.block_on(synqall_reconciler::run(&cli, settings)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            tracing::error!(
+                error = telemetry::error_chain(&e).as_str(),
+                exit_code = e.exit() as u8,
+                "synqall-reconciler failed"
+            );
+            e.exit()
+        }
+    };
+    ExitCode::from(exit as u8)
+}

@@ -1,0 +1,100 @@
+//! `reconciler.runs`: one row per pass that took the lock and was not a dry run, opened at the
+//! start (`status = running`) and closed with its outcome and counts. The per-correction journal
+//! rows (`adjustments`, `call_repairs`) are written by the statements that make the corrections.
+
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::queries::{FINISH_RUN, INSERT_RUN};
+use super::{PassReport, RunMode};
+use crate::config::{Period, Source};
+use crate::db::{DbError, QueryContext};
+
+/// Final status of a run row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Ok,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// This machine's host name, for telling instances apart in `reconciler.runs`.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Open the run row.
+///
+/// # Errors
+/// The insert failed.
+pub async fn open_run(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    mode: RunMode,
+    period: Period,
+    source: Source,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            INSERT_RUN,
+            &[
+                &run_id,
+                &mode.as_str(),
+                &env!("CARGO_PKG_VERSION"),
+                &host_name(),
+                &period.as_str(),
+                &source.as_str(),
+            ],
+        )
+        .await
+        .context("record the run in reconciler.runs")?;
+    Ok(())
+}
+
+/// Close the run row with the report's counts.
+///
+/// # Errors
+/// The update failed.
+pub async fn close_run(
+    client: &impl GenericClient,
+    report: &PassReport,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    let n = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+    client
+        .execute(
+            FINISH_RUN,
+            &[
+                &report.run_id,
+                &status.as_str(),
+                &i32::try_from(report.orgs_checked).unwrap_or(i32::MAX),
+                &n(report.drifted),
+                &n(report.repaired),
+                &n(report.lost_race),
+                &n(report.orphans_fixed),
+                &n(report.orphans_left()),
+                &error,
+            ],
+        )
+        .await
+        .context("close the run in reconciler.runs")?;
+    Ok(())
+}

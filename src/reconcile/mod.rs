@@ -1,0 +1,447 @@
+//! One reconcile pass (DESIGN.md §4), the single entry point [`run_once`] shared by the daemon,
+//! `--reconcile-now`, `demo` and the tests.
+//!
+//! Order of work: take the advisory lock (or skip), check migrations and schema, open the run
+//! row, attribute orphaned calls, compare counters with the ledgers, wait for drift to settle,
+//! confirm and repair in batches (re-checking the lock before each), close the run row, log the
+//! summary. Modules: [`orphans`], [`usage`], [`journal`], [`report`], [`queries`].
+
+pub mod journal;
+pub mod orphans;
+pub mod queries;
+pub mod report;
+pub mod usage;
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use self::journal::RunStatus;
+use self::orphans::{Attribution, Decision};
+use self::queries::PassQueries;
+use self::report::{Correction, LineBudget};
+use self::usage::{OrgUsage, RepairAction, RepairContext};
+use crate::config::Settings;
+use crate::db::lock::AdvisoryLock;
+use crate::db::{migrations, schema, Database, DbError, QueryContext};
+use crate::telemetry::error_chain;
+
+const ORPHANED_USERS: &str = include_str!("sql/orphaned_users.sql");
+
+/// Who started the pass; recorded in `reconciler.runs.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    Daemon,
+    Once,
+    Demo,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Daemon => "daemon",
+            Self::Once => "once",
+            Self::Demo => "demo",
+        }
+    }
+}
+
+/// How to run one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct PassOptions {
+    pub mode: RunMode,
+    /// Report only: no run row, no attribution, no repair, no settle wait.
+    pub dry_run: bool,
+}
+
+/// The result of a pass that did not fail.
+#[derive(Debug)]
+pub enum PassOutcome {
+    /// Another instance holds the advisory lock; nothing was done or written.
+    LockHeld,
+    Completed(PassReport),
+}
+
+/// What one pass found and did.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub run_id: Uuid,
+    pub dry_run: bool,
+    pub orgs_checked: i64,
+    pub drifted: u64,
+    pub repaired: u64,
+    pub would_repair: u64,
+    pub lost_race: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub ledger_mismatches: u64,
+    /// Attributed (or, in a dry run, attributable) orphaned calls.
+    pub orphans_fixed: u64,
+    pub orphans_ambiguous: u64,
+    pub orphans_no_membership: u64,
+    /// `None` when `auth.users` is absent or unreadable.
+    pub orphaned_users: Option<i64>,
+    pub null_durations: i64,
+    pub negative_durations: i64,
+    pub duration: Duration,
+    pub corrections: Vec<Correction>,
+}
+
+impl PassReport {
+    /// Orphaned calls left alone (ambiguous or without membership).
+    pub fn orphans_left(&self) -> u64 {
+        self.orphans_ambiguous + self.orphans_no_membership
+    }
+
+    /// Some counter is still wrong after this pass (exit 2 for `--reconcile-now`).
+    pub fn drift_left(&self) -> bool {
+        self.would_repair + self.lost_race + self.refused + self.failed > 0
+    }
+}
+
+/// Run one pass.
+///
+/// # Errors
+/// Connection loss, an unmigrated database, a missing column, a failed statement, or loss of
+/// the advisory lock. Batches committed before the failure stay committed and journalled.
+pub async fn run_once(
+    db: &Database,
+    settings: &Settings,
+    options: PassOptions,
+) -> Result<PassOutcome, DbError> {
+    let started = Instant::now();
+    let Some(lock) = AdvisoryLock::try_acquire(db, settings.lock.key).await? else {
+        info!(
+            lock_key = settings.lock.key,
+            "reconcile pass skipped: the advisory lock is held by another instance"
+        );
+        return Ok(PassOutcome::LockHeld);
+    };
+    let mut pass = Pass {
+        settings,
+        lock: &lock,
+        report: PassReport {
+            run_id: Uuid::new_v4(),
+            dry_run: options.dry_run,
+            ..PassReport::default()
+        },
+    };
+    let result = pass.run(db, options).await;
+    let mut report = pass.report;
+    report.duration = started.elapsed();
+    let outcome = match result {
+        Ok(run_row_open) => {
+            if run_row_open {
+                let client = db.client().await?;
+                journal::close_run(&**client, &report, RunStatus::Ok, None).await?;
+            }
+            report::log_summary(&report);
+            Ok(PassOutcome::Completed(report))
+        }
+        Err((run_row_open, e)) => {
+            let message = error_chain(&e);
+            tracing::error!(run_id = %report.run_id, error = message.as_str(), "reconcile pass failed");
+            if run_row_open {
+                // Best effort: the failure may be the connection itself.
+                if let Ok(client) = db.client().await {
+                    let _ =
+                        journal::close_run(&**client, &report, RunStatus::Failed, Some(&message))
+                            .await;
+                }
+            }
+            Err(e)
+        }
+    };
+    lock.release().await;
+    outcome
+}
+
+/// State of one pass in progress.
+struct Pass<'a> {
+    settings: &'a Settings,
+    lock: &'a AdvisoryLock,
+    report: PassReport,
+}
+
+impl Pass<'_> {
+    /// The pass after the lock. Returns whether a run row was opened (alongside the error too,
+    /// so the caller can close it as failed).
+    async fn run(&mut self, db: &Database, options: PassOptions) -> Result<bool, (bool, DbError)> {
+        let mut client = db.client().await.map_err(|e| (false, e))?;
+        migrations::ensure_current(&**client)
+            .await
+            .map_err(|e| (false, e))?;
+        let app_schema = schema::inspect(&**client).await.map_err(|e| (false, e))?;
+        let usage_settings = &self.settings.usage;
+        let queries = PassQueries::new(&app_schema, usage_settings.rounding, usage_settings.source);
+        let run_id = self.report.run_id;
+        if !options.dry_run {
+            journal::open_run(
+                &**client,
+                run_id,
+                options.mode,
+                usage_settings.period,
+                usage_settings.source,
+            )
+            .await
+            .map_err(|e| (false, e))?;
+        }
+        info!(
+            %run_id,
+            mode = options.mode.as_str(),
+            dry_run = options.dry_run,
+            period = usage_settings.period.as_str(),
+            source = usage_settings.source.as_str(),
+            "reconcile pass started"
+        );
+        let row_open = !options.dry_run;
+        self.orphaned_calls(&client, &queries, options.dry_run)
+            .await
+            .map_err(|e| (row_open, e))?;
+        self.orphaned_users(&client)
+            .await
+            .map_err(|e| (row_open, e))?;
+        self.usage(&mut client, &queries, options.dry_run)
+            .await
+            .map_err(|e| (row_open, e))?;
+        Ok(row_open)
+    }
+
+    fn budget(&self, kind: &'static str) -> LineBudget {
+        LineBudget::new(kind, self.settings.alert.max_critical_lines_per_pass)
+    }
+
+    /// Step 3: attribute what can be attributed, report the rest.
+    async fn orphaned_calls(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        queries: &PassQueries,
+        dry_run: bool,
+    ) -> Result<(), DbError> {
+        let run_id = self.report.run_id;
+        let orphans = orphans::find(&***client, queries).await?;
+        let mut warn_budget = self.budget("orphaned call");
+        let mut info_budget = self.budget("orphaned call attributed");
+        let mut to_attribute = Vec::new();
+        for call in &orphans {
+            match orphans::decide(call, self.settings.orphans.ambiguous) {
+                Decision::Attribute { org_id, rule } => to_attribute.push(Attribution {
+                    call_id: call.call_id,
+                    org_id,
+                    rule,
+                }),
+                Decision::Ambiguous { candidates } => {
+                    self.report.orphans_ambiguous += 1;
+                    if warn_budget.allow() {
+                        let candidate_orgs = candidates
+                            .iter()
+                            .map(Uuid::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        warn!(
+                            call_id = %call.call_id,
+                            user_id = %OptionalId(call.user_id),
+                            candidate_orgs = candidate_orgs.as_str(),
+                            %run_id,
+                            "orphaned call ambiguous"
+                        );
+                    }
+                }
+                Decision::NoMembership => {
+                    self.report.orphans_no_membership += 1;
+                    if warn_budget.allow() {
+                        warn!(
+                            call_id = %call.call_id,
+                            user_id = %OptionalId(call.user_id),
+                            %run_id,
+                            "orphaned call without membership"
+                        );
+                    }
+                }
+            }
+        }
+        for batch in to_attribute.chunks(self.settings.usage.batch_size) {
+            let attributed = if dry_run {
+                batch.iter().map(|a| a.call_id).collect()
+            } else {
+                self.lock.ensure_held().await?;
+                orphans::attribute(&***client, run_id, batch).await?
+            };
+            self.report.orphans_fixed += attributed.len() as u64;
+            for a in batch.iter().filter(|a| attributed.contains(&a.call_id)) {
+                if info_budget.allow() {
+                    info!(
+                        call_id = %a.call_id,
+                        org_id = %a.org_id,
+                        rule = a.rule.as_str(),
+                        action = if dry_run { "would_attribute" } else { "attributed" },
+                        %run_id,
+                        "orphaned call attributed"
+                    );
+                }
+            }
+        }
+        warn_budget.finish(run_id, false);
+        info_budget.finish(run_id, false);
+        Ok(())
+    }
+
+    /// The seed's "orphaned users" check: counted only; skipped where auth.users is not there.
+    async fn orphaned_users(&mut self, client: &deadpool_postgres::Object) -> Result<(), DbError> {
+        match client.query_one(ORPHANED_USERS, &[]).await {
+            Ok(row) => {
+                let n: i64 = row.get(0);
+                self.report.orphaned_users = Some(n);
+                if n > 0 {
+                    info!(orphaned_users = n, run_id = %self.report.run_id, "users without any organization");
+                }
+                Ok(())
+            }
+            Err(e)
+                if [
+                    SqlState::UNDEFINED_TABLE,
+                    SqlState::INVALID_SCHEMA_NAME,
+                    SqlState::INSUFFICIENT_PRIVILEGE,
+                ]
+                .iter()
+                .any(|c| e.code() == Some(c)) =>
+            {
+                info!(reason = %e, "orphaned users check skipped: auth.users is absent or unreadable");
+                Ok(())
+            }
+            Err(e) => Err(e).context("count orphaned users"),
+        }
+    }
+
+    /// Steps 4–5: compare, settle, confirm and repair.
+    async fn usage(
+        &mut self,
+        client: &mut deadpool_postgres::Object,
+        queries: &PassQueries,
+        dry_run: bool,
+    ) -> Result<(), DbError> {
+        let run_id = self.report.run_id;
+        let settings = &self.settings.usage;
+        let period_start = usage::period_start(settings.period, chrono::Utc::now());
+        let scan = usage::scan(&***client, queries, period_start).await?;
+        self.report.orgs_checked = scan.orgs_checked;
+        self.report.null_durations = scan.null_durations;
+        self.report.negative_durations = scan.negative_durations;
+        if scan.null_durations > 0 {
+            warn!(count = scan.null_durations, %run_id, "completed calls with NULL duration_minutes counted as 0");
+        }
+        if scan.negative_durations > 0 {
+            warn!(count = scan.negative_durations, %run_id, "completed calls with negative duration_minutes counted as 0");
+        }
+        let mut mismatch_budget = self.budget("ledger mismatch");
+        for org in scan.disagreeing.iter().filter(|o| o.ledgers_disagree()) {
+            self.report.ledger_mismatches += 1;
+            if mismatch_budget.allow() {
+                report::log_ledger_mismatch(run_id, org);
+            }
+        }
+        mismatch_budget.finish(run_id, false);
+
+        let drifted: Vec<&OrgUsage> = scan
+            .disagreeing
+            .iter()
+            .filter(|o| o.is_drifted(settings.source))
+            .collect();
+        self.report.drifted = drifted.len() as u64;
+        let mut critical_budget = self.budget("used_minutes drift");
+        if dry_run {
+            for org in &drifted {
+                self.record(&mut critical_budget, org, &RepairAction::WouldRepair);
+            }
+            critical_budget.finish(run_id, true);
+            return Ok(());
+        }
+        if !drifted.is_empty() && settings.settle_seconds > 0 {
+            info!(
+                drifted = drifted.len(),
+                settle_seconds = settings.settle_seconds,
+                %run_id,
+                "waiting for drift to settle before repairing"
+            );
+            tokio::time::sleep(Duration::from_secs(settings.settle_seconds)).await;
+        }
+        let ctx = RepairContext {
+            queries,
+            run_id,
+            source: settings.source,
+            period: settings.period,
+            period_start,
+        };
+        for batch in drifted.chunks(settings.batch_size) {
+            self.lock.ensure_held().await?;
+            match usage::repair_batch(client, &ctx, batch).await {
+                Ok(actions) => {
+                    for (org_id, action) in actions {
+                        let org = batch
+                            .iter()
+                            .find(|o| o.org_id == org_id)
+                            .expect("actions are for the batch's organizations");
+                        self.record(&mut critical_budget, org, &action);
+                    }
+                }
+                Err(e) if is_connection_loss(&e) => return Err(e),
+                Err(e) => {
+                    // A statement failed (e.g. lock_timeout): this batch is rolled back whole;
+                    // say so per organization and go on with the next batch.
+                    let message = error_chain(&e);
+                    for org in batch {
+                        self.report.failed += 1;
+                        report::log_update_failed(run_id, org.org_id, &message);
+                    }
+                }
+            }
+        }
+        critical_budget.finish(run_id, true);
+        Ok(())
+    }
+
+    /// Count an action and log its CRITICAL line (within the budget).
+    fn record(&mut self, budget: &mut LineBudget, org: &OrgUsage, action: &RepairAction) {
+        let source = self.settings.usage.source;
+        match action {
+            RepairAction::Repaired { .. } => self.report.repaired += 1,
+            RepairAction::WouldRepair => self.report.would_repair += 1,
+            RepairAction::LostRace { .. } => self.report.lost_race += 1,
+            RepairAction::Refused { reason } => {
+                self.report.refused += 1;
+                report::log_update_failed(self.report.run_id, org.org_id, reason);
+            }
+        }
+        self.report.corrections.push(Correction {
+            org_name: org.name.clone(),
+            stored: org.stored,
+            expected: org.expected(source),
+            action: action.label(),
+        });
+        if budget.allow() {
+            report::log_drift(self.report.run_id, org, source, action);
+        }
+    }
+}
+
+/// The connection is gone: continuing would fail every batch the same way.
+fn is_connection_loss(e: &DbError) -> bool {
+    match e {
+        DbError::Query { source, .. } => source.is_closed() || source.code().is_none(),
+        _ => true,
+    }
+}
+
+/// A user id that may be NULL, for log lines.
+struct OptionalId(Option<Uuid>);
+
+impl std::fmt::Display for OptionalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("NULL"),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+-- Write confirmed repairs and their journal rows in one statement (one transaction).
+-- The counter is compared-and-set against the value read under the row lock, so a repair can
+-- only ever replace the exact value it was computed from.
+-- $1 uuid[] org ids, $2 int[] old values (NULL allowed), $3 int[] new values,
+-- $4 bigint[] calls ledger totals, $5 bigint[] metrics ledger totals,
+-- $6 uuid run id, $7 text period, $8 timestamptz period start (NULL for all_time)
+WITH wanted AS (
+  SELECT * FROM unnest($1::uuid[], $2::integer[], $3::integer[], $4::bigint[], $5::bigint[])
+           AS w(org_id, old_value, new_value, calls_minutes, metrics_minutes)
+),
+repaired AS (
+  UPDATE public.organizations o
+     SET used_minutes = w.new_value,
+         updated_at = pg_catalog.now()
+    FROM wanted w
+   WHERE o.id = w.org_id
+     AND o.used_minutes IS NOT DISTINCT FROM w.old_value
+  RETURNING o.id, w.old_value, w.new_value, w.calls_minutes, w.metrics_minutes
+)
+INSERT INTO reconciler.adjustments
+       (run_id, organization_id, old_used_minutes, new_used_minutes, calls_minutes,
+        metrics_minutes, period, period_start, reason)
+SELECT $6, r.id, r.old_value, r.new_value, r.calls_minutes, r.metrics_minutes, $7, $8, 'drift'
+  FROM repaired r
+RETURNING organization_id

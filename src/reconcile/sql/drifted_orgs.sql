@@ -1,0 +1,55 @@
+-- Every organization whose stored counter disagrees with its truth ledger, or whose two ledgers
+-- disagree, plus one totals row (is_total = true) for the whole table. Computed in one
+-- statement inside the database: the client receives rows in proportion to drift, not to the
+-- number of organizations.
+--
+-- Template, filled in by queries.rs:
+--   {call_minutes}    per-call minutes expression over c.duration_minutes (rounding applied)
+--   {metric_minutes}  per-row minutes expression over m.metric_value
+--   {expected}        calls_minutes or metrics_minutes (usage.source)
+-- $1 timestamptz: start of the billing period (NULL for all_time)
+WITH call_totals AS (
+  SELECT c.organization_id,
+         count(*) AS call_count,
+         COALESCE(sum({call_minutes}), 0)::bigint AS call_minutes,
+         count(*) FILTER (WHERE c.duration_minutes IS NULL) AS null_durations,
+         count(*) FILTER (WHERE c.duration_minutes < 0) AS negative_durations
+    FROM public.calls c
+   WHERE c.status = 'completed'
+     AND c.organization_id IS NOT NULL
+     AND ($1::timestamptz IS NULL OR c.created_at >= $1)
+   GROUP BY c.organization_id
+),
+metric_totals AS (
+  SELECT m.organization_id,
+         count(*) AS metric_count,
+         COALESCE(sum({metric_minutes}), 0)::bigint AS metric_minutes
+    FROM public.usage_metrics m
+   WHERE m.metric_type = 'minutes_transcribed'
+     AND m.organization_id IS NOT NULL
+     AND ($1::timestamptz IS NULL OR m.created_at >= $1)
+   GROUP BY m.organization_id
+),
+compared AS (
+  SELECT o.id,
+         o.name,
+         o.used_minutes AS stored,
+         COALESCE(ct.call_count, 0) AS call_count,
+         COALESCE(ct.call_minutes, 0) AS calls_minutes,
+         COALESCE(mt.metric_count, 0) AS metric_count,
+         COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
+         COALESCE(ct.null_durations, 0) AS null_durations,
+         COALESCE(ct.negative_durations, 0) AS negative_durations
+    FROM public.organizations o
+    LEFT JOIN call_totals ct ON ct.organization_id = o.id
+    LEFT JOIN metric_totals mt ON mt.organization_id = o.id
+)
+SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
+       metrics_minutes, null_durations, negative_durations
+  FROM compared
+ WHERE stored IS DISTINCT FROM {expected}
+    OR calls_minutes <> metrics_minutes
+UNION ALL
+SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL,
+       COALESCE(sum(null_durations), 0)::bigint, COALESCE(sum(negative_durations), 0)::bigint
+  FROM compared

@@ -1,0 +1,337 @@
+//! Usage: what each organization really used, compared with its stored counter, and the
+//! confirm-then-write repair of DESIGN.md §4.4–4.5.
+//!
+//! The comparison is one set-based statement ([`scan`]) that returns only disagreeing rows. A
+//! drift is repaired by [`repair_batch`] only if, after the settle time, the counter S and the
+//! truth ledger's fingerprint F (count and minutes of its counted rows) are what the scan saw:
+//! the app increments in a separate transaction a moment after completing a call, so a drift
+//! that is still moving is an increment in flight, not a loss. The repair locks the rows,
+//! re-checks S and F under the lock, writes S + delta computed on F, and commits the journal
+//! row in the same statement.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike as _, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::queries::{PassQueries, APPLY_REPAIRS, LOCK_ORGS};
+use crate::config::{Period, Source};
+use crate::db::{DbError, QueryContext};
+
+/// Count and minutes of an organization's rows in the truth ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub entries: i64,
+    pub minutes: i64,
+}
+
+/// One organization as the scan saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUsage {
+    pub org_id: Uuid,
+    pub name: String,
+    /// `used_minutes`; NULL is always drift.
+    pub stored: Option<i32>,
+    pub call_count: i64,
+    pub calls_minutes: i64,
+    pub metric_count: i64,
+    pub metrics_minutes: i64,
+}
+
+impl OrgUsage {
+    /// Minutes the counter should hold, by the configured truth ledger.
+    pub fn expected(&self, source: Source) -> i64 {
+        match source {
+            Source::Calls => self.calls_minutes,
+            Source::UsageMetrics => self.metrics_minutes,
+        }
+    }
+
+    /// The truth ledger's fingerprint.
+    pub fn fingerprint(&self, source: Source) -> Fingerprint {
+        match source {
+            Source::Calls => Fingerprint {
+                entries: self.call_count,
+                minutes: self.calls_minutes,
+            },
+            Source::UsageMetrics => Fingerprint {
+                entries: self.metric_count,
+                minutes: self.metrics_minutes,
+            },
+        }
+    }
+
+    /// `used_minutes IS DISTINCT FROM expected`.
+    pub fn is_drifted(&self, source: Source) -> bool {
+        self.stored.map(i64::from) != Some(self.expected(source))
+    }
+
+    /// The two ledgers disagree (reported, never averaged).
+    pub fn ledgers_disagree(&self) -> bool {
+        self.calls_minutes != self.metrics_minutes
+    }
+
+    /// expected − stored, with NULL counted as 0.
+    pub fn delta(&self, source: Source) -> i64 {
+        self.expected(source) - self.stored.map(i64::from).unwrap_or(0)
+    }
+}
+
+/// Result of the usage read.
+#[derive(Debug, Clone, Default)]
+pub struct UsageScan {
+    pub orgs_checked: i64,
+    /// Completed calls with a NULL duration (counted as 0).
+    pub null_durations: i64,
+    /// Completed calls with a negative duration (counted as 0).
+    pub negative_durations: i64,
+    /// Organizations that drifted or whose ledgers disagree.
+    pub disagreeing: Vec<OrgUsage>,
+}
+
+/// First instant of the billing period, `None` for all time.
+pub fn period_start(period: Period, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match period {
+        Period::AllTime => None,
+        Period::CalendarMonth => {
+            let first = now
+                .date_naive()
+                .with_day0(0)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("day 1 at midnight always exists");
+            Some(first.and_utc())
+        }
+    }
+}
+
+/// Compare every organization's counter with both ledgers, in the database.
+///
+/// # Errors
+/// The statement failed (e.g. `statement_timeout`).
+pub async fn scan(
+    client: &impl GenericClient,
+    queries: &PassQueries,
+    period_start: Option<DateTime<Utc>>,
+) -> Result<UsageScan, DbError> {
+    let rows = client
+        .query(queries.drifted_orgs.as_str(), &[&period_start])
+        .await
+        .context("compare used_minutes with the ledgers")?;
+    let mut scan = UsageScan::default();
+    for row in rows {
+        if row.get::<_, bool>("is_total") {
+            scan.orgs_checked = row.get("call_count");
+            scan.null_durations = row.get("null_durations");
+            scan.negative_durations = row.get("negative_durations");
+        } else {
+            scan.disagreeing.push(OrgUsage {
+                org_id: row.get("id"),
+                name: row.get("name"),
+                stored: row.get("stored"),
+                call_count: row.get("call_count"),
+                calls_minutes: row.get("calls_minutes"),
+                metric_count: row.get("metric_count"),
+                metrics_minutes: row.get("metrics_minutes"),
+            });
+        }
+    }
+    Ok(scan)
+}
+
+/// What happened to one drifted organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairAction {
+    /// Counter set to `new`, journalled.
+    Repaired { new: i32 },
+    /// Dry run: would have been repaired.
+    WouldRepair,
+    /// The counter or the ledger moved, or the row was locked: left to the next pass.
+    LostRace { reason: &'static str },
+    /// The correct value does not fit `used_minutes` (integer): not written.
+    Refused { reason: String },
+}
+
+impl RepairAction {
+    /// The `action=` word of the CRITICAL line.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Repaired { .. } => "repaired",
+            Self::WouldRepair => "would_repair",
+            Self::LostRace { .. } => "lost_race",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// Everything the repair of one batch needs besides the rows.
+#[derive(Debug, Clone)]
+pub struct RepairContext<'a> {
+    pub queries: &'a PassQueries,
+    pub run_id: Uuid,
+    pub source: Source,
+    pub period: Period,
+    pub period_start: Option<DateTime<Utc>>,
+}
+
+/// Confirm and repair one batch in one transaction; returns an action per organization.
+///
+/// # Errors
+/// A statement or the commit failed: nothing of the batch was written.
+pub async fn repair_batch(
+    client: &mut deadpool_postgres::Object,
+    ctx: &RepairContext<'_>,
+    batch: &[&OrgUsage],
+) -> Result<Vec<(Uuid, RepairAction)>, DbError> {
+    let ids: Vec<Uuid> = batch.iter().map(|o| o.org_id).collect();
+    let tx = client
+        .transaction()
+        .await
+        .context("begin a repair transaction")?;
+    let locked: HashMap<Uuid, Option<i32>> = tx
+        .query(LOCK_ORGS, &[&ids])
+        .await
+        .context("lock organizations for repair")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let locked_ids: Vec<Uuid> = locked.keys().copied().collect();
+    let fingerprints: HashMap<Uuid, Fingerprint> = tx
+        .query(
+            ctx.queries.fingerprints.as_str(),
+            &[&locked_ids, &ctx.period_start],
+        )
+        .await
+        .context("re-read ledger fingerprints")?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Fingerprint {
+                    entries: r.get(1),
+                    minutes: r.get(2),
+                },
+            )
+        })
+        .collect();
+
+    let mut actions = Vec::with_capacity(batch.len());
+    let mut writes: Vec<(&OrgUsage, i32)> = Vec::new();
+    for org in batch {
+        let action = match locked.get(&org.org_id) {
+            None => Some(RepairAction::LostRace {
+                reason: "row locked by another transaction or deleted",
+            }),
+            Some(now) if *now != org.stored => Some(RepairAction::LostRace {
+                reason: "used_minutes changed since the scan",
+            }),
+            Some(_)
+                if fingerprints.get(&org.org_id).copied().unwrap_or_default()
+                    != org.fingerprint(ctx.source) =>
+            {
+                Some(RepairAction::LostRace {
+                    reason: "ledger changed since the scan",
+                })
+            }
+            Some(_) => {
+                // S + delta, delta computed on the confirmed fingerprint F: equal to F's total.
+                let new = org.stored.map(i64::from).unwrap_or(0) + org.delta(ctx.source);
+                match i32::try_from(new) {
+                    Ok(new) => {
+                        writes.push((org, new));
+                        None
+                    }
+                    Err(_) => Some(RepairAction::Refused {
+                        reason: format!("expected {new} does not fit used_minutes (integer)"),
+                    }),
+                }
+            }
+        };
+        if let Some(action) = action {
+            actions.push((org.org_id, action));
+        }
+    }
+
+    if !writes.is_empty() {
+        let org_ids: Vec<Uuid> = writes.iter().map(|(o, _)| o.org_id).collect();
+        let old: Vec<Option<i32>> = writes.iter().map(|(o, _)| o.stored).collect();
+        let new: Vec<i32> = writes.iter().map(|(_, n)| *n).collect();
+        let calls: Vec<i64> = writes.iter().map(|(o, _)| o.calls_minutes).collect();
+        let metrics: Vec<i64> = writes.iter().map(|(o, _)| o.metrics_minutes).collect();
+        let written: Vec<Uuid> = tx
+            .query(
+                APPLY_REPAIRS,
+                &[
+                    &org_ids,
+                    &old,
+                    &new,
+                    &calls,
+                    &metrics,
+                    &ctx.run_id,
+                    &ctx.period.as_str(),
+                    &ctx.period_start,
+                ],
+            )
+            .await
+            .context("write repairs and their journal rows")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (org, new) in writes {
+            let action = if written.contains(&org.org_id) {
+                RepairAction::Repaired { new }
+            } else {
+                // Cannot happen under the row lock; kept so a surprise is reported, not hidden.
+                RepairAction::LostRace {
+                    reason: "used_minutes changed under the lock",
+                }
+            };
+            actions.push((org.org_id, action));
+        }
+    }
+    tx.commit().await.context("commit repairs")?;
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn org(stored: Option<i32>, calls: i64, metrics: i64) -> OrgUsage {
+        OrgUsage {
+            org_id: Uuid::nil(),
+            name: "x".into(),
+            stored,
+            call_count: 3,
+            calls_minutes: calls,
+            metric_count: 2,
+            metrics_minutes: metrics,
+        }
+    }
+
+    #[test]
+    fn null_counter_is_drift_even_when_nothing_was_used() {
+        assert!(org(None, 0, 0).is_drifted(Source::Calls));
+        assert!(!org(Some(0), 0, 0).is_drifted(Source::Calls));
+    }
+
+    #[test]
+    fn source_picks_the_truth_ledger() {
+        let o = org(Some(10), 10, 12);
+        assert!(!o.is_drifted(Source::Calls));
+        assert!(o.is_drifted(Source::UsageMetrics));
+        assert_eq!(o.delta(Source::UsageMetrics), 2);
+        assert!(o.ledgers_disagree());
+    }
+
+    #[test]
+    fn calendar_month_starts_at_utc_midnight_on_the_first() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 3, 14, 0).unwrap();
+        assert_eq!(
+            period_start(Period::CalendarMonth, now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(period_start(Period::AllTime, now), None);
+    }
+}

@@ -1,0 +1,303 @@
+//! Log output: one event per line, `LEVEL message key=value …` in text or one JSON object in
+//! JSON, on stderr (journald captures it under systemd). These lines are an interface people
+//! grep (DESIGN.md §5), so the format is ours, not `tracing-subscriber`'s default:
+//!
+//! - `CRITICAL` is a level here: events emitted with [`critical!`] (an ERROR carrying
+//!   `severity = "CRITICAL"`) print `CRITICAL` where the level goes.
+//! - Free-text fields ([`ALWAYS_QUOTED`]: `org_name`, `error`, `reason`) are always quoted and
+//!   escaped (`org_name="Acme \"Q\" Ltd\n"` stays one line); other values are quoted only when
+//!   they contain spaces, quotes, `=` or control characters, so `action=repaired` reads as is.
+//! - Under systemd (`JOURNAL_STREAM` set) the timestamp is left out: the journal has its own.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Free-text fields, quoted even when they hold one word, so a grep pattern like
+/// `org_name="Acme"` works for every name.
+pub const ALWAYS_QUOTED: &[&str] = &["org_name", "error", "reason"];
+
+/// Log an event at the CRITICAL level: an ERROR that prints as `CRITICAL`.
+#[macro_export]
+macro_rules! critical {
+    ($($arg:tt)+) => {
+        ::tracing::error!(severity = "CRITICAL", $($arg)+)
+    };
+}
+
+/// Install the global subscriber. `filter` is a tracing filter (`log.level`); `RUST_LOG`, when
+/// set, wins. Calling it twice is harmless (the second call does nothing).
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(filter))
+        // The scheduler logs every tick at INFO, and tokio-postgres relays server NOTICEs
+        // ("schema already exists, skipping") at INFO: noise in a billing daemon's journal.
+        .add_directive(
+            "tokio_cron_scheduler=warn"
+                .parse()
+                .expect("static directive"),
+        )
+        .add_directive("tokio_postgres=warn".parse().expect("static directive"));
+    let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(LineFormat { format, timestamps })
+        .try_init();
+}
+
+/// The event formatter behind [`init`].
+#[derive(Debug, Clone, Copy)]
+pub struct LineFormat {
+    format: LogFormat,
+    timestamps: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Collected::default();
+        event.record(&mut fields);
+        let level = fields
+            .severity
+            .take()
+            .unwrap_or_else(|| level_name(*event.metadata().level()).to_string());
+        let timestamp = self.timestamps.then(|| {
+            chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        });
+        let line = match self.format {
+            LogFormat::Text => render_text(timestamp.as_deref(), &level, &fields),
+            LogFormat::Json => render_json(timestamp.as_deref(), &level, event, &fields),
+        };
+        writeln!(writer, "{line}")
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    }
+}
+
+/// A field value as recorded. Text renders strings quoted only when needed (or when the field
+/// is in [`ALWAYS_QUOTED`]); JSON renders them as JSON strings.
+#[derive(Debug, Clone)]
+enum Value {
+    Str(String),
+    Display(String),
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Default)]
+struct Collected {
+    message: String,
+    severity: Option<String>,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Visit for Collected {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_string(),
+            "severity" => self.severity = Some(value.to_string()),
+            name => self.fields.push((name, Value::Str(value.to_string()))),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => self.message = text,
+            name => self.fields.push((name, Value::Display(text))),
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.fields.push((field.name(), Value::Int(value.into())));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.fields.push((field.name(), Value::Int(value.into())));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.fields.push((field.name(), Value::Int(value)));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.fields.push((field.name(), Value::Float(value)));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.fields.push((field.name(), Value::Bool(value)));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.fields
+            .push((field.name(), Value::Str(error_chain(value))));
+    }
+}
+
+/// `outer: inner: root`, so the cause is in the one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            let _ = write!(text, ": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn needs_quotes(s: &str) -> bool {
+    s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c == '\\' || c.is_control())
+}
+
+/// Quote and escape so the value can never break the line or the key=value structure.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A message is free text but must stay on one line.
+fn one_line(s: &str) -> String {
+    if s.chars().any(|c| c.is_control()) {
+        let q = quoted(s);
+        q[1..q.len() - 1].to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn render_text(timestamp: Option<&str>, level: &str, fields: &Collected) -> String {
+    let mut line = String::with_capacity(160);
+    if let Some(ts) = timestamp {
+        line.push_str(ts);
+        line.push(' ');
+    }
+    line.push_str(level);
+    line.push(' ');
+    line.push_str(&one_line(&fields.message));
+    for (name, value) in &fields.fields {
+        let rendered = match value {
+            Value::Str(s) | Value::Display(s) if ALWAYS_QUOTED.contains(name) => quoted(s),
+            Value::Str(s) | Value::Display(s) if needs_quotes(s) => quoted(s),
+            Value::Str(s) | Value::Display(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+        };
+        let _ = write!(line, " {name}={rendered}");
+    }
+    line
+}
+
+fn render_json(
+    timestamp: Option<&str>,
+    level: &str,
+    event: &Event<'_>,
+    fields: &Collected,
+) -> String {
+    let mut object = serde_json::Map::new();
+    if let Some(ts) = timestamp {
+        object.insert("timestamp".into(), ts.into());
+    }
+    object.insert("level".into(), level.into());
+    object.insert("message".into(), fields.message.clone().into());
+    object.insert("target".into(), event.metadata().target().into());
+    for (name, value) in &fields.fields {
+        let json = match value {
+            Value::Str(s) | Value::Display(s) => serde_json::Value::from(s.clone()),
+            Value::Int(i) => i64::try_from(*i)
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::from(i.to_string())),
+            Value::Float(f) => serde_json::Value::from(*f),
+            Value::Bool(b) => serde_json::Value::from(*b),
+        };
+        object.insert((*name).to_string(), json);
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_hostile_names_on_one_line() {
+        let q = quoted("Acme \"Q\"\nLtd\\ é");
+        assert_eq!(q, r#""Acme \"Q\"\nLtd\\ é""#);
+        assert!(!q.contains('\n'));
+    }
+
+    #[test]
+    fn plain_values_stay_unquoted() {
+        assert!(!needs_quotes("0b6b9a4e-6c1f-4f7e-9a43-1f2a3b4c5d6e"));
+        assert!(needs_quotes("two words"));
+        assert!(needs_quotes(""));
+    }
+
+    #[test]
+    fn text_line_has_level_message_and_fields_in_order() {
+        let fields = Collected {
+            message: "used_minutes drift".into(),
+            severity: None,
+            fields: vec![
+                ("org_id", Value::Display("abc".into())),
+                ("org_name", Value::Str("Acme".into())),
+                ("stored", Value::Int(-3)),
+                ("action", Value::Str("repaired".into())),
+                ("reason", Value::Str("two words".into())),
+            ],
+        };
+        assert_eq!(
+            render_text(None, "CRITICAL", &fields),
+            r#"CRITICAL used_minutes drift org_id=abc org_name="Acme" stored=-3 action=repaired reason="two words""#
+        );
+    }
+}
