@@ -377,27 +377,43 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
         .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
 }
 
-/// The `config` crate's errors already say "for key `x`"; lift the key out so the message
-/// reads the same as our own.
+/// Allowed spellings of the enum-valued keys, for error messages.
+const ENUM_KEYS: &[(&str, &str)] = &[
+    ("usage.period", "all_time, calendar_month"),
+    ("usage.source", "calls, usage_metrics"),
+    ("usage.rounding", "ceil, round, floor"),
+    ("orphans.ambiguous", "skip, earliest_membership"),
+    ("log.format", "text, json"),
+];
+
+/// The `config` crate's errors say "… for key `x`"; lift the key out so every message reads
+/// "invalid configuration for key `x`: …", and make its two least helpful messages helpful.
 fn from_config_error(e: config::ConfigError) -> ConfigError {
     let text = e.to_string();
-    if let Some(start) = text.find("for key `") {
-        let rest = &text[start + "for key `".len()..];
-        if let Some(end) = rest.find('`') {
-            let message = text[..start].trim_end().to_string();
-            return ConfigError::key(&rest[..end], message);
-        }
-    }
-    if let Some(field) = text
+    let Some(start) = text.find(" for key `") else {
+        return ConfigError {
+            key: None,
+            message: text,
+        };
+    };
+    let rest = &text[start + " for key `".len()..];
+    let mut key = rest.split('`').next().unwrap_or_default().to_string();
+    let mut message = text[..start].to_string();
+    if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|r| r.split('`').next())
     {
-        return ConfigError::key(field, format!("unknown key ({text})"));
+        key = format!("{key}.{field}");
+        message = format!("unknown key ({message})");
+    } else if message.contains("does not have variant constructor") {
+        let allowed = ENUM_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("", |(_, v)| v);
+        let given = message.rsplit(' ').next().unwrap_or_default();
+        message = format!("unknown value `{given}`, expected one of: {allowed}");
     }
-    ConfigError {
-        key: None,
-        message: text,
-    }
+    ConfigError::key(&key, message)
 }
 
 /// A parsed, validated connection target. The URL stays secret; [`DatabaseTarget::describe`]
@@ -503,6 +519,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("usage.period"), "{e}");
+        assert!(e.message.contains("calendar_month"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_full() {
+        let e = Settings::load_from(
+            None,
+            env(&[("SYNQALL_RECONCILER__USAGE__SETTLE_SECS", "1")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("usage.settle_secs"), "{e}");
     }
 
     #[test]

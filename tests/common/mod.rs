@@ -1,0 +1,289 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary (the library's own
+//! [`LocalCluster`]), a fresh database per test with the same Supabase stand-in `demo` uses,
+//! helpers to plant data, and a runner for the real binary.
+//!
+//! PostgreSQL missing is a failure with a message saying what to install, never a skip.
+//! Set `TEST_LOG=1` to see the binary's stderr for every run.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use synqall_reconciler::demo::{
+    execute_sql, SEED_FIX_SQL, SUPABASE_ROLES_SQL, SUPABASE_STANDIN_SQL,
+};
+use synqall_reconciler::local_pg::LocalCluster;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_synqall-reconciler");
+
+static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// The shared cluster of this test binary, started on first use with the API roles created.
+pub fn cluster() -> &'static LocalCluster {
+    CLUSTER.get_or_init(|| {
+        // Runs inside a test's runtime: do the blocking work and the role setup on a thread of
+        // its own.
+        std::thread::spawn(|| {
+            let cluster = LocalCluster::start().unwrap_or_else(|e| {
+                panic!("cannot start the test PostgreSQL cluster: {e}");
+            });
+            let url = cluster.url("postgres");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(execute_sql(&url, SUPABASE_ROLES_SQL))
+                .expect("create the Supabase API roles");
+            cluster
+        })
+        .join()
+        .expect("cluster start-up thread panicked")
+    })
+}
+
+/// Connect and drive the connection on the current runtime.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub client: Client,
+}
+
+impl TestDb {
+    /// The Supabase stand-in as it was before the incident fix: no used_minutes, no migrations.
+    pub async fn bare() -> Self {
+        let cluster = cluster();
+        let name = format!("test_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        execute_sql(&cluster.url("postgres"), &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let url = cluster.url(&name);
+        execute_sql(&url, SUPABASE_STANDIN_SQL)
+            .await
+            .expect("load the Supabase stand-in");
+        let client = connect(&url).await;
+        Self { name, url, client }
+    }
+
+    /// The production state today: the stand-in with the seed's SQL run by hand.
+    pub async fn seeded() -> Self {
+        let db = Self::bare().await;
+        db.exec(SEED_FIX_SQL).await;
+        db
+    }
+
+    /// Migrated with the real `migrate` command.
+    pub async fn migrated() -> Self {
+        let db = Self::bare().await;
+        let out = db.run(&["migrate"], &[]).await;
+        assert_eq!(out.code(), 0, "migrate failed: {}", out.stderr);
+        db
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"))
+            .get(0)
+    }
+
+    /// An organization with the given counter (None = NULL; requires used_minutes to exist).
+    pub async fn org(&self, name: &str, used_minutes: Option<i32>) -> Uuid {
+        self.client
+            .query_one(
+                "INSERT INTO public.organizations (name, used_minutes) VALUES ($1, $2) RETURNING id",
+                &[&name, &used_minutes],
+            )
+            .await
+            .expect("insert organization")
+            .get(0)
+    }
+
+    pub async fn user(&self) -> Uuid {
+        self.scalar("INSERT INTO auth.users (email) VALUES ('u@example.com') RETURNING id")
+            .await
+    }
+
+    /// Membership that started `days_ago` days ago.
+    pub async fn member(&self, user: Uuid, org: Uuid, days_ago: i32) {
+        self.client
+            .execute(
+                "INSERT INTO public.user_organizations (user_id, organization_id, created_at)
+                 VALUES ($1, $2, now() - make_interval(days => $3))",
+                &[&user, &org, &days_ago],
+            )
+            .await
+            .expect("insert membership");
+    }
+
+    /// A call made `days_ago` days ago.
+    pub async fn call(
+        &self,
+        user: Uuid,
+        org: Option<Uuid>,
+        status: &str,
+        minutes: Option<i32>,
+        days_ago: i32,
+    ) -> Uuid {
+        self.client
+            .query_one(
+                "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes, created_at)
+                 VALUES ($1, $2, $3, $4, now() - make_interval(days => $5)) RETURNING id",
+                &[&user, &org, &status, &minutes, &days_ago],
+            )
+            .await
+            .expect("insert call")
+            .get(0)
+    }
+
+    /// A completed call with its minutes_transcribed row, as the app writes them.
+    pub async fn completed_call(&self, user: Uuid, org: Uuid, minutes: i32) -> Uuid {
+        let id = self
+            .call(user, Some(org), "completed", Some(minutes), 1)
+            .await;
+        self.metric(org, minutes).await;
+        id
+    }
+
+    pub async fn metric(&self, org: Uuid, minutes: i32) {
+        self.client
+            .execute(
+                "INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value)
+                 VALUES ($1, 'minutes_transcribed', $2::integer)",
+                &[&org, &minutes],
+            )
+            .await
+            .expect("insert usage metric");
+    }
+
+    pub async fn used_minutes(&self, org: Uuid) -> Option<i32> {
+        self.client
+            .query_one(
+                "SELECT used_minutes FROM public.organizations WHERE id = $1",
+                &[&org],
+            )
+            .await
+            .expect("read used_minutes")
+            .get(0)
+    }
+
+    pub async fn call_org(&self, call: Uuid) -> Option<Uuid> {
+        self.client
+            .query_one(
+                "SELECT organization_id FROM public.calls WHERE id = $1",
+                &[&call],
+            )
+            .await
+            .expect("read call")
+            .get(0)
+    }
+
+    /// `xmin` of every row of organizations and calls: unchanged means not written.
+    pub async fn row_versions(&self) -> Vec<(Uuid, String)> {
+        self.client
+            .query(
+                "SELECT id, xmin::text FROM public.organizations
+                 UNION ALL SELECT id, xmin::text FROM public.calls ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("read xmin")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Run the real binary against this database, settle time 0 unless `env` says otherwise.
+    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        run_bin(args, &[("DATABASE_URL", self.url.as_str())], env).await
+    }
+}
+
+/// What a run of the binary printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub output: Output,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    /// stderr lines containing `needle`, as `grep needle` would print them.
+    pub fn grep(&self, needle: &str) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.contains(needle)).collect()
+    }
+}
+
+/// Run the binary with a clean environment: only PATH, the given variables, and
+/// `SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS=0` unless overridden.
+pub async fn run_bin(args: &[&str], base_env: &[(&str, &str)], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0")
+        // No /etc config in tests: an empty file instead of the system path.
+        .env("SYNQALL_RECONCILER_CONFIG", empty_config_file());
+    for (k, v) in base_env.iter().chain(env) {
+        cmd.env(k, v);
+    }
+    let output = cmd
+        .output()
+        .await
+        .expect("run the synqall-reconciler binary");
+    let run = Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+    };
+    if std::env::var_os("TEST_LOG").is_some() {
+        eprintln!(
+            "$ synqall-reconciler {}\n{}{}-> exit {}",
+            args.join(" "),
+            run.stdout,
+            run.stderr,
+            run.code()
+        );
+    }
+    run
+}
+
+/// An empty config file, so a machine's /etc/synqall-reconciler/config.toml cannot leak in.
+pub fn empty_config_file() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-config.toml");
+        std::fs::write(&path, "").expect("write an empty config file");
+        path.display().to_string()
+    })
+}
