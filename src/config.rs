@@ -313,6 +313,9 @@ impl Settings {
         if self.database.pool_size > 64 {
             return Err(ConfigError::key("database.pool_size", "must be at most 64"));
         }
+        if let Err(message) = crate::daemon::schedule::Schedule::parse(&self.schedule.cron) {
+            return Err(ConfigError::key("schedule.cron", message));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::key(
                 "log.level",
@@ -435,7 +438,7 @@ impl DatabaseTarget {
     /// # Errors
     /// Malformed URL (the message never repeats it), the transaction pooler.
     pub fn parse(key: &str, url: Secret) -> Result<Self, ConfigError> {
-        let config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+        let mut config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
             // tokio-postgres's parse errors describe the problem, never echo the input.
             ConfigError::key(key, format!("not a valid PostgreSQL URL: {e}"))
         })?;
@@ -450,6 +453,7 @@ impl DatabaseTarget {
                  (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
             ));
         }
+        crate::db::tls::enforce(key, &mut config)?;
         Ok(Self { config })
     }
 
@@ -537,6 +541,16 @@ mod tests {
         let e = Settings::load_from(None, env(&[("SYNQALL_RECONCILER__USAGE__BATCH_SIZE", "0")]))
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("usage.batch_size"), "{e}");
+    }
+
+    #[test]
+    fn garbage_cron_names_the_key() {
+        let e = Settings::load_from(
+            None,
+            env(&[("SYNQALL_RECONCILER__SCHEDULE__CRON", "every 5 minutes")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("schedule.cron"), "{e}");
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<Exit, 
         mode: RunMode::Demo,
         dry_run: false,
     };
-    let report = match reconcile::run_once(&db, settings, options).await? {
+    let report = match reconcile::run_once(&db, settings, options, &Default::default()).await? {
         PassOutcome::Completed(report) => report,
         PassOutcome::LockHeld => return Ok(Exit::LockHeld),
     };

@@ -9,6 +9,7 @@
 //! - [`config`]: layered, validated settings; secrets that never print.
 //! - [`telemetry`]: the log line formats people grep.
 //! - [`db`]: pool, advisory lock, schema checks, migrations.
+//! - [`daemon`]: the scheduled service: schedule, shutdown, systemd notify, stall alerts.
 //! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
 //!   report).
 //! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
@@ -18,6 +19,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod local_pg;
@@ -29,6 +31,7 @@ use tracing::info;
 use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, DatabaseTarget, Settings};
 use crate::db::{migrations, Database, DbError};
+use crate::reconcile::control::PassControl;
 use crate::reconcile::{PassOptions, PassOutcome, RunMode};
 
 /// How the process ends; the numbers are the documented exit codes.
@@ -65,7 +68,7 @@ impl Error {
     /// The exit code this failure maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Config(_) => Exit::Config,
+            Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
             _ => Exit::Error,
         }
     }
@@ -91,9 +94,14 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             log_effective_config(&settings, &target);
             reconcile_now(&settings, &target, cli.dry_run).await
         }
-        (Some(Command::Run) | None, _) => Err(Error::Other(
-            "the daemon is not implemented yet; use --reconcile-now".into(),
-        )),
+        (Some(Command::Run) | None, _) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            log_effective_config(&settings, &target);
+            let shutdown = daemon::shutdown::listen()
+                .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))?;
+            daemon::run(settings, target, shutdown.cancelled_owned()).await?;
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -131,11 +139,19 @@ pub async fn reconcile_now(
         mode: RunMode::Once,
         dry_run,
     };
-    match reconcile::run_once(&db, settings, options).await? {
+    // SIGTERM/SIGINT stop the pass at its next safe point instead of killing it mid-batch.
+    let control = PassControl {
+        cancel: daemon::shutdown::listen()
+            .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))?,
+        ..PassControl::default()
+    };
+    match reconcile::run_once(&db, settings, options, &control).await? {
         PassOutcome::LockHeld => Ok(Exit::LockHeld),
         PassOutcome::Completed(report) => {
             println!("{report}");
-            Ok(if report.drift_left() {
+            Ok(if report.cancelled {
+                Exit::Error
+            } else if report.drift_left() {
                 Exit::DriftLeft
             } else {
                 Exit::Ok

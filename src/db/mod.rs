@@ -10,11 +10,12 @@
 pub mod lock;
 pub mod migrations;
 pub mod schema;
+pub mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseTarget, Settings};
 
@@ -25,12 +26,16 @@ pub const APPLICATION_NAME: &str = "synqall-reconciler";
 /// do not echo it, and targets are shown through [`DatabaseTarget::describe`].
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("Failed to connect to {target}: {source}")]
+    #[error("Failed to connect to {target}: {source}{hint}")]
     Connect {
         target: String,
         #[source]
         source: tokio_postgres::Error,
+        /// What to do about it, when the cause is recognisable.
+        hint: &'static str,
     },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("Failed to get a connection to {target}: {detail}")]
     Pool { target: String, detail: String },
     #[error("Failed to {what}: {source}")]
@@ -60,6 +65,22 @@ pub enum DbError {
     LockLost(#[source] tokio_postgres::Error),
 }
 
+/// A connection failure, with a hint when the cause is a certificate problem.
+fn connect_error(target: &str, source: tokio_postgres::Error) -> DbError {
+    let text = crate::telemetry::error_chain(&source);
+    let hint = if text.contains("certificate") || text.contains("CertificateUnknown") {
+        " (the server's TLS certificate could not be verified: set database.ca_file to the CA \
+         that signed it; for Supabase, the CA from Project Settings > Database > SSL)"
+    } else {
+        ""
+    };
+    DbError::Connect {
+        target: target.to_string(),
+        source,
+        hint,
+    }
+}
+
 /// Attach "what we were doing" to a tokio-postgres error.
 pub(crate) trait QueryContext<T> {
     fn context(self, what: &'static str) -> Result<T, DbError>;
@@ -76,6 +97,7 @@ impl<T> QueryContext<T> for Result<T, tokio_postgres::Error> {
 pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     target: String,
 }
 
@@ -91,7 +113,8 @@ impl Database {
     /// Build the pool (no connection is made until one is needed).
     ///
     /// # Errors
-    /// Only if the pool cannot be built, which does not depend on the server.
+    /// An unusable `database.ca_file`, or a pool that cannot be built; nothing here depends on
+    /// the server.
     pub fn new(target: &DatabaseTarget, settings: &Settings) -> Result<Self, DbError> {
         let db = &settings.database;
         let mut config = target.pg_config().clone();
@@ -105,9 +128,10 @@ impl Database {
                 db.lock_timeout_seconds,
                 db.statement_timeout_seconds.max(60) * 2
             ));
+        let tls = tls::connector(db.ca_file.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Verified,
             },
@@ -125,6 +149,7 @@ impl Database {
         Ok(Self {
             pool,
             config,
+            tls,
             target: target.describe(),
         })
     }
@@ -135,10 +160,7 @@ impl Database {
     /// The server is unreachable or refuses the login.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(source) => DbError::Connect {
-                target: self.target.clone(),
-                source,
-            },
+            deadpool_postgres::PoolError::Backend(source) => connect_error(&self.target, source),
             other => DbError::Pool {
                 target: self.target.clone(),
                 detail: other.to_string(),
@@ -152,14 +174,11 @@ impl Database {
     /// # Errors
     /// The server is unreachable or refuses the login.
     pub async fn dedicated(&self) -> Result<DedicatedConnection, DbError> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|source| DbError::Connect {
-                    target: self.target.clone(),
-                    source,
-                })?;
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|source| connect_error(&self.target, source))?;
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "dedicated connection closed");

@@ -6,6 +6,7 @@
 //! confirm and repair in batches (re-checking the lock before each), close the run row, log the
 //! summary. Modules: [`orphans`], [`usage`], [`journal`], [`report`], [`queries`].
 
+pub mod control;
 pub mod journal;
 pub mod orphans;
 pub mod queries;
@@ -18,6 +19,7 @@ use tokio_postgres::error::SqlState;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use self::control::PassControl;
 use self::journal::RunStatus;
 use self::orphans::{Attribution, Decision};
 use self::queries::PassQueries;
@@ -87,6 +89,8 @@ pub struct PassReport {
     pub negative_durations: i64,
     pub duration: Duration,
     pub corrections: Vec<Correction>,
+    /// Stopped early by shutdown; what was committed is whole and journalled.
+    pub cancelled: bool,
 }
 
 impl PassReport {
@@ -110,8 +114,10 @@ pub async fn run_once(
     db: &Database,
     settings: &Settings,
     options: PassOptions,
+    control: &PassControl,
 ) -> Result<PassOutcome, DbError> {
     let started = Instant::now();
+    control.progress.bump();
     let Some(lock) = AdvisoryLock::try_acquire(db, settings.lock.key).await? else {
         info!(
             lock_key = settings.lock.key,
@@ -121,6 +127,7 @@ pub async fn run_once(
     };
     let mut pass = Pass {
         settings,
+        control,
         lock: &lock,
         report: PassReport {
             run_id: Uuid::new_v4(),
@@ -134,8 +141,13 @@ pub async fn run_once(
     let outcome = match result {
         Ok(run_row_open) => {
             if run_row_open {
+                let status = if report.cancelled {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Ok
+                };
                 let client = db.client().await?;
-                journal::close_run(&**client, &report, RunStatus::Ok, None).await?;
+                journal::close_run(&**client, &report, status, None).await?;
             }
             report::log_summary(&report);
             Ok(PassOutcome::Completed(report))
@@ -161,6 +173,7 @@ pub async fn run_once(
 /// State of one pass in progress.
 struct Pass<'a> {
     settings: &'a Settings,
+    control: &'a PassControl,
     lock: &'a AdvisoryLock,
     report: PassReport,
 }
@@ -197,16 +210,48 @@ impl Pass<'_> {
             "reconcile pass started"
         );
         let row_open = !options.dry_run;
+        self.control.progress.bump();
         self.orphaned_calls(&client, &queries, options.dry_run)
             .await
             .map_err(|e| (row_open, e))?;
+        self.control.progress.bump();
         self.orphaned_users(&client)
             .await
             .map_err(|e| (row_open, e))?;
-        self.usage(&mut client, &queries, options.dry_run)
-            .await
-            .map_err(|e| (row_open, e))?;
+        if !self.stop_requested() {
+            self.usage(&mut client, &queries, options.dry_run)
+                .await
+                .map_err(|e| (row_open, e))?;
+        }
         Ok(row_open)
+    }
+
+    /// Shutdown asked the pass to stop: checked only at safe points (between batches).
+    fn stop_requested(&mut self) -> bool {
+        if self.control.cancel.is_cancelled() && !self.report.cancelled {
+            self.report.cancelled = true;
+            warn!(
+                run_id = %self.report.run_id,
+                "reconcile pass cancelled by shutdown; committed batches stay whole and journalled"
+            );
+        }
+        self.report.cancelled
+    }
+
+    /// Wait out the settle time in short slices (progress stays visible); false if cancelled.
+    async fn settle(&mut self, total: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + total;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            let slice = (deadline - now).min(Duration::from_secs(1));
+            tokio::select! {
+                () = tokio::time::sleep(slice) => self.control.progress.bump(),
+                () = self.control.cancel.cancelled() => return !self.stop_requested(),
+            }
+        }
     }
 
     fn budget(&self, kind: &'static str) -> LineBudget {
@@ -263,12 +308,16 @@ impl Pass<'_> {
             }
         }
         for batch in to_attribute.chunks(self.settings.usage.batch_size) {
+            if self.stop_requested() {
+                break;
+            }
             let attributed = if dry_run {
                 batch.iter().map(|a| a.call_id).collect()
             } else {
                 self.lock.ensure_held().await?;
                 orphans::attribute(&***client, run_id, batch).await?
             };
+            self.control.progress.bump();
             self.report.orphans_fixed += attributed.len() as u64;
             for a in batch.iter().filter(|a| attributed.contains(&a.call_id)) {
                 if info_budget.allow() {
@@ -323,9 +372,12 @@ impl Pass<'_> {
         dry_run: bool,
     ) -> Result<(), DbError> {
         let run_id = self.report.run_id;
-        let settings = &self.settings.usage;
+        // Copy the reference out of self: the settle wait below needs `&mut self`.
+        let all_settings: &Settings = self.settings;
+        let settings = &all_settings.usage;
         let period_start = usage::period_start(settings.period, chrono::Utc::now());
         let scan = usage::scan(&***client, queries, period_start).await?;
+        self.control.progress.bump();
         self.report.orgs_checked = scan.orgs_checked;
         self.report.null_durations = scan.null_durations;
         self.report.negative_durations = scan.negative_durations;
@@ -365,7 +417,12 @@ impl Pass<'_> {
                 %run_id,
                 "waiting for drift to settle before repairing"
             );
-            tokio::time::sleep(Duration::from_secs(settings.settle_seconds)).await;
+            if !self
+                .settle(Duration::from_secs(settings.settle_seconds))
+                .await
+            {
+                return Ok(());
+            }
         }
         let ctx = RepairContext {
             queries,
@@ -375,8 +432,13 @@ impl Pass<'_> {
             period_start,
         };
         for batch in drifted.chunks(settings.batch_size) {
+            if self.stop_requested() {
+                break;
+            }
             self.lock.ensure_held().await?;
-            match usage::repair_batch(client, &ctx, batch).await {
+            let result = usage::repair_batch(client, &ctx, batch).await;
+            self.control.progress.bump();
+            match result {
                 Ok(actions) => {
                     for (org_id, action) in actions {
                         let org = batch

@@ -127,6 +127,7 @@ pub fn log_summary(report: &PassReport) {
         would_repair = report.would_repair,
         ledger_mismatches = report.ledger_mismatches,
         dry_run = report.dry_run,
+        cancelled = report.cancelled,
         "reconcile pass finished"
     );
 }
