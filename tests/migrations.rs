@@ -116,7 +116,8 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
         first.stdout.lines().collect::<Vec<_>>(),
         [
             "applied V1__usage_tracking_fix",
-            "applied V2__reconciler_journal"
+            "applied V2__reconciler_journal",
+            "applied V3__reconciler_role"
         ]
     );
     assert_hardened(&db).await;
@@ -132,7 +133,7 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
     let applied: i64 = db
         .scalar("SELECT count(*) FROM reconciler.schema_migrations")
         .await;
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]

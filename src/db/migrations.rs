@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reconciler_journal",
         sql: include_str!("../../migrations/V2__reconciler_journal.sql"),
     },
+    Migration {
+        version: 3,
+        name: "reconciler_role",
+        sql: include_str!("../../migrations/V3__reconciler_role.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).

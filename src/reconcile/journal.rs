@@ -5,7 +5,7 @@
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::queries::{FINISH_RUN, INSERT_RUN};
+use super::queries::{CLOSE_ABANDONED_RUNS, FINISH_RUN, INSERT_RUN};
 use super::{PassReport, RunMode};
 use crate::config::{Period, Source};
 use crate::db::{DbError, QueryContext};
@@ -40,10 +40,11 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Open the run row.
+/// Open the run row, first closing rows of runs that were abandoned (safe: the caller holds the
+/// advisory lock, so no other pass is running).
 ///
 /// # Errors
-/// The insert failed.
+/// The statements failed.
 pub async fn open_run(
     client: &impl GenericClient,
     run_id: Uuid,
@@ -51,6 +52,17 @@ pub async fn open_run(
     period: Period,
     source: Source,
 ) -> Result<(), DbError> {
+    let abandoned = client
+        .query(CLOSE_ABANDONED_RUNS, &[])
+        .await
+        .context("close abandoned runs")?;
+    for row in &abandoned {
+        let abandoned_id: Uuid = row.get(0);
+        tracing::warn!(
+            abandoned_run_id = %abandoned_id,
+            "closed a run left 'running' by a process that ended before finishing it"
+        );
+    }
     client
         .execute(
             INSERT_RUN,

@@ -11,6 +11,7 @@ pub const APPLY_REPAIRS: &str = include_str!("sql/apply_repairs.sql");
 pub const ATTRIBUTE_CALLS: &str = include_str!("sql/attribute_calls.sql");
 pub const INSERT_RUN: &str = include_str!("sql/insert_run.sql");
 pub const FINISH_RUN: &str = include_str!("sql/finish_run.sql");
+pub const CLOSE_ABANDONED_RUNS: &str = include_str!("sql/close_abandoned_runs.sql");
 
 const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
 const CALL_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/call_fingerprints.sql");
