@@ -61,8 +61,9 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> LocalPgError + '_ {
 /// Tuning of a throwaway cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// `fsync=off` and friends: fine for data nobody will miss, wrong for benchmarks of
-    /// durability costs.
+    /// `fsync=off` and `full_page_writes=off`: fine for data nobody will miss, wrong for
+    /// benchmarks of durability costs. Commits stay synchronous, so a crash-restart of the
+    /// server (not of the machine) loses no committed transaction.
     pub unsafe_fast: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
@@ -155,6 +156,19 @@ fn sweep_stale_dirs() {
     }
 }
 
+/// Make `path` owned by the user the server runs as (needed for files the server reads, such
+/// as TLS keys, when we run as root). A no-op when not root.
+///
+/// # Errors
+/// No `postgres` user, or chown failed.
+pub fn hand_to_server_user(path: &Path) -> Result<(), LocalPgError> {
+    if let Some((uid, gid)) = server_identity()? {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(io_err("handing a file to the postgres user"))?;
+    }
+    Ok(())
+}
+
 fn free_loopback_port() -> Result<u16, LocalPgError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
     Ok(listener
@@ -223,11 +237,7 @@ impl ServerSpec {
             ("max_connections".into(), "300".into()),
         ];
         if self.options.unsafe_fast {
-            for (k, v) in [
-                ("fsync", "off"),
-                ("synchronous_commit", "off"),
-                ("full_page_writes", "off"),
-            ] {
+            for (k, v) in [("fsync", "off"), ("full_page_writes", "off")] {
                 settings.push((k.into(), v.into()));
             }
         }
@@ -466,6 +476,11 @@ impl LocalCluster {
             "postgres://postgres@127.0.0.1:{}/{database}",
             self.spec.port
         )
+    }
+
+    /// The data directory (holds `pg_hba.conf` and `postgresql.conf`).
+    pub fn data_dir(&self) -> &Path {
+        &self.spec.data_dir
     }
 
     /// The binaries directory in use (for `psql` and friends).

@@ -206,3 +206,15 @@ async fn connections_identify_themselves_and_carry_timeouts() {
     assert_eq!(row.get::<_, &str>(1), "17s");
     assert_eq!(row.get::<_, &str>(2), "5s");
 }
+
+#[tokio::test]
+async fn daemon_with_a_garbage_schedule_exits_78_naming_the_key() {
+    let out = run_bin(
+        &["run"],
+        &[("DATABASE_URL", unreachable_url().as_str())],
+        &[("SYNQALL_RECONCILER__SCHEDULE__CRON", "every five minutes")],
+    )
+    .await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    assert!(out.stderr.contains("schedule.cron"), "{}", out.stderr);
+}

@@ -26,11 +26,11 @@ pub const APPLICATION_NAME: &str = "synqall-reconciler";
 /// do not echo it, and targets are shown through [`DatabaseTarget::describe`].
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("Failed to connect to {target}: {source}{hint}")]
+    #[error("Failed to connect to {target}: {detail}{hint}")]
     Connect {
         target: String,
-        #[source]
-        source: tokio_postgres::Error,
+        /// The whole cause chain, so the hint can come last.
+        detail: String,
         /// What to do about it, when the cause is recognisable.
         hint: &'static str,
     },
@@ -69,14 +69,14 @@ pub enum DbError {
 fn connect_error(target: &str, source: tokio_postgres::Error) -> DbError {
     let text = crate::telemetry::error_chain(&source);
     let hint = if text.contains("certificate") || text.contains("CertificateUnknown") {
-        " (the server's TLS certificate could not be verified: set database.ca_file to the CA \
-         that signed it; for Supabase, the CA from Project Settings > Database > SSL)"
+        "; the server's TLS certificate could not be verified: set database.ca_file to the CA \
+         that signed it (for Supabase, the CA from Project Settings > Database > SSL)"
     } else {
         ""
     };
     DbError::Connect {
         target: target.to_string(),
-        source,
+        detail: text,
         hint,
     }
 }

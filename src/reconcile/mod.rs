@@ -118,7 +118,15 @@ pub async fn run_once(
 ) -> Result<PassOutcome, DbError> {
     let started = Instant::now();
     control.progress.bump();
-    let Some(lock) = AdvisoryLock::try_acquire(db, settings.lock.key).await? else {
+    let run_id = Uuid::new_v4();
+    let lock = match AdvisoryLock::try_acquire(db, settings.lock.key).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!(%run_id, error = error_chain(&e).as_str(), "reconcile pass failed");
+            return Err(e);
+        }
+    };
+    let Some(lock) = lock else {
         info!(
             lock_key = settings.lock.key,
             "reconcile pass skipped: the advisory lock is held by another instance"
@@ -130,7 +138,7 @@ pub async fn run_once(
         control,
         lock: &lock,
         report: PassReport {
-            run_id: Uuid::new_v4(),
+            run_id,
             dry_run: options.dry_run,
             ..PassReport::default()
         },

@@ -287,3 +287,111 @@ pub fn empty_config_file() -> &'static str {
         path.display().to_string()
     })
 }
+
+/// A running daemon (`synqall-reconciler run`) whose stderr is collected line by line.
+pub struct Daemon {
+    child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub pid: u32,
+}
+
+/// Defaults for daemon tests: a tick every second, no settle wait.
+pub const FAST_DAEMON: &[(&str, &str)] = &[
+    ("SYNQALL_RECONCILER__SCHEDULE__CRON", "* * * * * *"),
+    ("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0"),
+];
+
+impl Daemon {
+    /// Start `run` against `url` with [`FAST_DAEMON`] overridden by `env`.
+    pub fn start(url: &str, env: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SYNQALL_RECONCILER_CONFIG", empty_config_file())
+            .env("DATABASE_URL", url);
+        for (k, v) in FAST_DAEMON.iter().chain(env) {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("start the daemon");
+        let pid = child.id().expect("daemon pid");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().expect("piped stderr");
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[daemon {pid}] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines, pid }
+    }
+
+    /// Everything logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Lines containing `needle`.
+    pub fn grep(&self, needle: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Wait until at least `count` lines contain `needle`; panics with the log on timeout.
+    pub async fn wait_for(&self, needle: &str, count: usize, timeout_secs: u64) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+        loop {
+            let found = self.grep(needle);
+            if found.len() >= count {
+                return found;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "daemon {} logged {} of {count} lines with {needle:?} in {timeout_secs}s:\n{}",
+                    self.pid,
+                    found.len(),
+                    self.lines().join("\n")
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling a child process we spawned and still own.
+        unsafe {
+            libc::kill(self.pid as i32, signal);
+        }
+    }
+
+    /// Wait for the process to exit; its exit code (None if killed by a signal).
+    pub async fn wait(&mut self, timeout_secs: u64) -> Option<i32> {
+        let status = tokio::time::timeout(
+            std::time::Duration::from_secs(timeout_secs),
+            self.child.wait(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "daemon {} did not exit within {timeout_secs}s:\n{}",
+                self.pid,
+                self.lines().join("\n")
+            )
+        })
+        .expect("wait for the daemon");
+        // Let the reader task drain what is left of stderr.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status.code()
+    }
+}
