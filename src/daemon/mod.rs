@@ -6,6 +6,7 @@
 //! - [`notify`]: READY / STATUS / STOPPING / progress-based WATCHDOG.
 //! - [`shutdown`]: SIGTERM / SIGINT / SIGHUP.
 //! - [`health`]: the "stalled" alert.
+//! - [`ticker`]: when the idle loop wakes (ticks, overdue passes, heartbeats).
 //!
 //! Shutdown: scheduling stops at once; a running pass gets `shutdown.timeout_seconds` to finish,
 //! then is cancelled at its next safe point (between batches, or in the settle wait) and closes
@@ -15,6 +16,7 @@ pub mod health;
 pub mod notify;
 pub mod schedule;
 pub mod shutdown;
+pub mod ticker;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +29,7 @@ use tracing::{info, warn};
 use self::health::Health;
 use self::notify::Notifier;
 use self::schedule::Schedule;
+use self::ticker::{Ticker, Wake};
 use crate::config::{ConfigError, DatabaseTarget, Settings};
 use crate::db::{Database, DbError};
 use crate::reconcile::control::{PassControl, Progress};
@@ -63,7 +66,7 @@ pub async fn run(
         message,
     })?;
     let db = Database::new(&target, &settings)?;
-    let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
+    let (tick_tx, ticks) = mpsc::channel::<()>(1);
     let pass_running = Arc::new(AtomicBool::new(false));
     let mut scheduler = schedule
         .start(tick_tx, pass_running.clone())
@@ -97,19 +100,18 @@ pub async fn run(
     Notifier::ready(&format!("waiting; next pass {next}"));
 
     let mut health = Health::new(Duration::from_secs(settings.alert.stalled_after_seconds));
-    let mut heartbeat = tokio::time::interval(IDLE_HEARTBEAT);
-    let overdue = tokio::time::sleep(schedule.overdue_after());
-    tokio::pin!(overdue, shutdown);
+    let mut ticker = Ticker::new(ticks, schedule.overdue_after(), IDLE_HEARTBEAT);
+    tokio::pin!(shutdown);
     let mut pending = settings.schedule.run_on_start.then_some(Trigger::Start);
 
     loop {
         let trigger = match pending.take() {
             Some(trigger) => trigger,
-            None => tokio::select! {
-                () = &mut shutdown => break,
-                Some(()) = ticks.recv() => Trigger::Tick,
-                () = &mut overdue => Trigger::Overdue,
-                _ = heartbeat.tick() => {
+            None => match ticker.wait(&mut shutdown).await {
+                Wake::Shutdown => break,
+                Wake::Tick => Trigger::Tick,
+                Wake::Overdue => Trigger::Overdue,
+                Wake::Heartbeat => {
                     progress.bump();
                     health.check();
                     continue;
@@ -122,10 +124,7 @@ pub async fn run(
                 "no schedule tick for too long (was the wall clock set back?); running a pass now"
             );
         }
-        overdue
-            .as_mut()
-            .reset(tokio::time::Instant::now() + schedule.overdue_after());
-
+        ticker.pass_started();
         pass_running.store(true, Ordering::SeqCst);
         let control = PassControl {
             cancel: Default::default(),
@@ -146,14 +145,13 @@ pub async fn run(
             }
         };
         pass_running.store(false, Ordering::SeqCst);
+        ticker.pass_finished();
         if let Some(result) = result {
             record(result, &mut health);
         }
         if stopping {
             break;
         }
-        // A tick that arrived while the pass ran was skipped; do not run it late.
-        while ticks.try_recv().is_ok() {}
     }
 
     Notifier::stopping();

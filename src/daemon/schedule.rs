@@ -6,9 +6,9 @@
 //! nor waits for them at shutdown. So a tick here runs nothing itself; it only asks the loop
 //! for a pass, and is dropped (with an INFO line) when a pass is already running. It also reads
 //! the wall clock: if that clock is set back, its next tick can be an hour away. The loop
-//! therefore keeps its own monotonic guard, [`Schedule::overdue_after`].
+//! therefore keeps its own monotonic guard ([`super::ticker`], [`Schedule::overdue_after`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ use croner::Cron;
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::info;
+
+use super::ticker::request_pass;
 
 /// How many upcoming occurrences are inspected to find the longest gap between ticks.
 const GAP_SAMPLE: usize = 64;
@@ -100,10 +102,8 @@ impl Schedule {
             let ticks = ticks.clone();
             let pass_running = pass_running.clone();
             Box::pin(async move {
-                if pass_running.load(Ordering::SeqCst) {
-                    info!("schedule tick skipped: the previous pass is still running");
-                } else if ticks.try_send(()).is_err() {
-                    info!("schedule tick skipped: a pass is already about to start");
+                if !request_pass(&ticks, &pass_running) {
+                    info!("schedule tick skipped: a pass is running or about to start");
                 }
             })
         })?;
