@@ -392,6 +392,9 @@ impl Pass<'_> {
         if scan.null_durations > 0 {
             warn!(count = scan.null_durations, %run_id, "completed calls with NULL duration_minutes counted as 0");
         }
+        if scan.unowned_metrics > 0 {
+            warn!(count = scan.unowned_metrics, %run_id, "usage_metrics rows without organization_id ignored");
+        }
         if scan.negative_durations > 0 {
             warn!(count = scan.negative_durations, %run_id, "completed calls with negative duration_minutes counted as 0");
         }
@@ -478,7 +481,16 @@ impl Pass<'_> {
         match action {
             RepairAction::Repaired { .. } => self.report.repaired += 1,
             RepairAction::WouldRepair => self.report.would_repair += 1,
-            RepairAction::LostRace { .. } => self.report.lost_race += 1,
+            RepairAction::LostRace { reason } => {
+                self.report.lost_race += 1;
+                if *reason == usage::ROW_BUSY {
+                    warn!(
+                        org_id = %org.org_id,
+                        run_id = %self.report.run_id,
+                        "organization row locked by another transaction; left for the next pass"
+                    );
+                }
+            }
             RepairAction::Refused { reason } => {
                 self.report.refused += 1;
                 report::log_update_failed(self.report.run_id, org.org_id, reason);

@@ -86,6 +86,8 @@ pub struct UsageScan {
     pub null_durations: i64,
     /// Completed calls with a negative duration (counted as 0).
     pub negative_durations: i64,
+    /// `minutes_transcribed` rows without an organization (ignored).
+    pub unowned_metrics: i64,
     /// Organizations that drifted or whose ledgers disagree.
     pub disagreeing: Vec<OrgUsage>,
 }
@@ -124,6 +126,7 @@ pub async fn scan(
             scan.orgs_checked = row.get("call_count");
             scan.null_durations = row.get("null_durations");
             scan.negative_durations = row.get("negative_durations");
+            scan.unowned_metrics = row.get("unowned_metrics");
         } else {
             scan.disagreeing.push(OrgUsage {
                 org_id: row.get("id"),
@@ -138,6 +141,10 @@ pub async fn scan(
     }
     Ok(scan)
 }
+
+/// Why a drifted organization could not be locked: another transaction holds its row (or it
+/// was deleted). Not waited for: an increment in flight holds that lock.
+pub const ROW_BUSY: &str = "row locked by another transaction or deleted";
 
 /// What happened to one drifted organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +227,7 @@ pub async fn repair_batch(
     for org in batch {
         let action = match locked.get(&org.org_id) {
             None => Some(RepairAction::LostRace {
-                reason: "row locked by another transaction or deleted",
+                reason: ROW_BUSY,
             }),
             Some(now) if *now != org.stored => Some(RepairAction::LostRace {
                 reason: "used_minutes changed since the scan",

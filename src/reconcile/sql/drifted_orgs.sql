@@ -20,13 +20,14 @@ WITH call_totals AS (
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
    GROUP BY c.organization_id
 ),
+-- Includes the NULL-organization group: those rows are counted in the totals row, never
+-- attributed to anyone.
 metric_totals AS (
   SELECT m.organization_id,
          count(*) AS metric_count,
          COALESCE(sum({metric_minutes}), 0)::bigint AS metric_minutes
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
-     AND m.organization_id IS NOT NULL
      AND ($1::timestamptz IS NULL OR m.created_at >= $1)
    GROUP BY m.organization_id
 ),
@@ -45,11 +46,12 @@ compared AS (
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
 )
 SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
-       metrics_minutes, null_durations, negative_durations
+       metrics_minutes, null_durations, negative_durations, 0::bigint AS unowned_metrics
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR calls_minutes <> metrics_minutes
 UNION ALL
 SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL,
-       COALESCE(sum(null_durations), 0)::bigint, COALESCE(sum(negative_durations), 0)::bigint
+       COALESCE(sum(null_durations), 0)::bigint, COALESCE(sum(negative_durations), 0)::bigint,
+       COALESCE((SELECT metric_count FROM metric_totals WHERE organization_id IS NULL), 0)
   FROM compared
