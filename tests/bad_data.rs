@@ -11,11 +11,13 @@ async fn counters_near_int_max_are_summed_in_64_bits_and_overflowing_writes_refu
     let user = db.user().await;
     // Its true total does not fit used_minutes (integer).
     let huge = db.org("Huge", Some(2_147_483_600)).await;
-    db.call(user, Some(huge), "completed", Some(2_147_483_600), 1).await;
+    db.call(user, Some(huge), "completed", Some(2_147_483_600), 1)
+        .await;
     db.call(user, Some(huge), "completed", Some(100), 1).await;
     // Near the limit but correct: no drift, no overflow in the sum.
     let near = db.org("Near", Some(2_147_483_647)).await;
-    db.call(user, Some(near), "completed", Some(2_147_483_600), 1).await;
+    db.call(user, Some(near), "completed", Some(2_147_483_600), 1)
+        .await;
     db.call(user, Some(near), "completed", Some(47), 1).await;
     let normal = db.org("Normal", Some(0)).await;
     db.call(user, Some(normal), "completed", Some(5), 1).await;
@@ -24,15 +26,31 @@ async fn counters_near_int_max_are_summed_in_64_bits_and_overflowing_writes_refu
     assert_eq!(out.code(), 2, "drift left unrepaired: {}", out.stderr);
     let failed = out.grep("ERROR Failed to update organization");
     assert_eq!(failed.len(), 1, "{}", out.stderr);
-    assert!(failed[0].contains(&format!("org_id={huge}")), "{}", failed[0]);
-    assert!(failed[0].contains("2147483700 does not fit"), "{}", failed[0]);
+    assert!(
+        failed[0].contains(&format!("org_id={huge}")),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains("2147483700 does not fit"),
+        "{}",
+        failed[0]
+    );
     let critical = out.grep(&format!("org_id={huge}"));
-    assert!(critical.iter().any(|l| l.contains("expected=2147483700 delta=100") && l.contains("action=refused")), "{}", out.stderr);
+    assert!(
+        critical
+            .iter()
+            .any(|l| l.contains("expected=2147483700 delta=100") && l.contains("action=refused")),
+        "{}",
+        out.stderr
+    );
     assert_eq!(db.used_minutes(huge).await, Some(2_147_483_600));
     assert_eq!(db.used_minutes(near).await, Some(2_147_483_647));
     assert_eq!(db.used_minutes(normal).await, Some(5));
     assert!(
-        !out.grep("CRITICAL").iter().any(|l| l.contains(&near.to_string())),
+        !out.grep("CRITICAL")
+            .iter()
+            .any(|l| l.contains(&near.to_string())),
         "an org at the limit but correct is not drift: {}",
         out.stderr
     );
@@ -46,7 +64,8 @@ async fn calls_of_deleted_users_count_for_their_org_and_orphans_of_them_are_repo
     db.member(gone, org, 10).await;
     let counted = db.call(gone, Some(org), "completed", Some(9), 2).await;
     let orphan = db.call(gone, None, "completed", Some(4), 2).await;
-    db.exec(&format!("DELETE FROM auth.users WHERE id = '{gone}'")).await; // memberships cascade
+    db.exec(&format!("DELETE FROM auth.users WHERE id = '{gone}'"))
+        .await; // memberships cascade
 
     let out = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
@@ -76,7 +95,12 @@ async fn hostile_org_names_stay_on_one_line_each() {
     let out = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let lines = out.grep("CRITICAL used_minutes drift");
-    assert_eq!(lines.len(), names.len(), "one line per org:\n{}", out.stderr);
+    assert_eq!(
+        lines.len(),
+        names.len(),
+        "one line per org:\n{}",
+        out.stderr
+    );
     for expected in [
         r#"org_name="Quote \"Inc\" ' Ltd""#,
         r#"org_name="Two\nLines\r\nand a tab\t""#,
@@ -109,7 +133,13 @@ async fn usage_metrics_without_an_organization_are_ignored_and_reported() {
     let out = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(db.used_minutes(org).await, Some(6));
-    assert_eq!(out.grep("usage_metrics rows without organization_id ignored count=2").len(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.grep("usage_metrics rows without organization_id ignored count=2")
+            .len(),
+        1,
+        "{}",
+        out.stderr
+    );
     assert!(out.grep("ledger mismatch").is_empty(), "{}", out.stderr);
 }
 
@@ -131,7 +161,10 @@ async fn a_row_locked_by_a_long_transaction_is_skipped_with_a_warning_and_the_re
 
     let started = std::time::Instant::now();
     let out = db.run(&["--reconcile-now"], &[]).await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the pass waited on the lock");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the pass waited on the lock"
+    );
     assert_eq!(out.code(), 2, "{}", out.stderr);
     let warn = out.grep("WARN organization row locked");
     assert_eq!(warn.len(), 1, "{}", out.stderr);

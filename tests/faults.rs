@@ -114,3 +114,196 @@ async fn server_restart_under_a_running_daemon_needs_no_daemon_restart_and_repai
         "the same daemon process ran throughout"
     );
 }
+
+/// `n` organizations whose counter (0) misses their one 5-minute call, and repair batches made
+/// slow (50 ms each, 10 organizations per batch) so that a pass lasts long enough to be hit.
+const SLOW_DRIFT_SQL: &str = "
+    INSERT INTO public.organizations (name, used_minutes)
+      SELECT 'org ' || i, 0 FROM generate_series(1, 300) i;
+    INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+      SELECT gen_random_uuid(), id, 'completed', 5 FROM public.organizations;
+    CREATE FUNCTION public.slow_down() RETURNS trigger LANGUAGE plpgsql AS
+      $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;
+    CREATE TRIGGER slow_down AFTER INSERT ON reconciler.adjustments
+      FOR EACH STATEMENT EXECUTE FUNCTION public.slow_down();";
+
+const SMALL_BATCHES: &[(&str, &str)] = &[("SYNQALL_RECONCILER__USAGE__BATCH_SIZE", "10")];
+
+/// Every counter right, and repaired exactly once.
+async fn assert_converged_once(url: &str) {
+    let client = connect(url).await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE o.used_minutes IS DISTINCT FROM 5),
+                    count(*) FILTER (WHERE (SELECT count(*) FROM reconciler.adjustments a
+                                             WHERE a.organization_id = o.id) <> 1)
+               FROM public.organizations o",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "counters not converged");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        0,
+        "an organization was repaired twice or not journalled"
+    );
+}
+
+/// Wait until no counter is wrong (the daemon keeps ticking).
+async fn wait_converged(url: &str, secs: u64) {
+    let client = connect(url).await;
+    for _ in 0..secs * 10 {
+        let wrong: i64 = client
+            .query_one(
+                "SELECT count(*) FROM public.organizations WHERE used_minutes IS DISTINCT FROM 5",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(1);
+        if wrong == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not converged after {secs}s");
+}
+
+#[tokio::test]
+async fn server_restarted_mid_pass_converges_without_double_repair() {
+    let (cluster, url) = own_cluster().await;
+    execute_sql(&url, SLOW_DRIFT_SQL).await.unwrap();
+    let mut daemon = Daemon::start(&url, SMALL_BATCHES);
+    daemon.wait_for("action=repaired", 30, 20).await;
+    blocking(&cluster, |c| c.restart_server()).await;
+    daemon.wait_for("reconcile pass failed", 1, 10).await;
+    wait_converged(&url, 40).await;
+    assert_converged_once(&url).await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(15).await, Some(0));
+}
+
+#[tokio::test]
+async fn reconciler_backend_terminated_mid_batch_converges_without_double_repair() {
+    let db = common::TestDb::migrated().await;
+    db.exec(SLOW_DRIFT_SQL).await;
+    let mut daemon = Daemon::start(&db.url, SMALL_BATCHES);
+    daemon.wait_for("action=repaired", 30, 20).await;
+    // The backend running a repair batch (it sits in the slow trigger).
+    let killed: i64 = loop {
+        let n: i64 = db
+            .scalar(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE datname = '{}' AND application_name = 'synqall-reconciler'
+                    AND state = 'active' AND query LIKE '%reconciler.adjustments%'",
+                db.name
+            ))
+            .await;
+        if n > 0 {
+            break n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(killed, 1);
+    daemon.wait_for("reconcile pass failed", 1, 10).await;
+    wait_converged(&db.url, 40).await;
+    assert_converged_once(&db.url).await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(15).await, Some(0));
+}
+
+#[tokio::test]
+async fn lock_connection_killed_mid_pass_stops_writing_then_converges() {
+    let db = common::TestDb::migrated().await;
+    db.exec(SLOW_DRIFT_SQL).await;
+    let mut daemon = Daemon::start(&db.url, SMALL_BATCHES);
+    daemon.wait_for("action=repaired", 30, 20).await;
+    let killed: i64 = db
+        .scalar(&format!(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
+               JOIN pg_database d ON d.oid = l.database
+              WHERE l.locktype = 'advisory' AND d.datname = '{}'",
+            db.name
+        ))
+        .await;
+    assert_eq!(killed, 1, "one lock holder");
+    let failed = daemon.wait_for("reconcile pass failed", 1, 10).await;
+    assert!(
+        failed[0].contains("advisory lock connection was lost"),
+        "{}",
+        failed[0]
+    );
+    wait_converged(&db.url, 40).await;
+    assert_converged_once(&db.url).await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(15).await, Some(0));
+}
+
+#[tokio::test]
+async fn statement_timeout_fails_the_pass_cleanly_with_nothing_half_written() {
+    let db = common::TestDb::migrated().await;
+    db.exec(
+        "INSERT INTO public.organizations (name, used_minutes)
+           SELECT 'org ' || i, 0 FROM generate_series(1, 300) i;
+         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+           SELECT gen_random_uuid(), id, 'completed', 5 FROM public.organizations;
+         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+           SELECT gen_random_uuid(), NULL, 'completed', 5 FROM generate_series(1, 5);",
+    )
+    .await;
+    // As the least-privilege role, every calls row costs 10 ms to read: a "huge table".
+    let login = format!("{}_login", db.name);
+    db.exec(&format!(
+        "CREATE ROLE {login} LOGIN IN ROLE synqall_reconciler;
+         CREATE FUNCTION public.slow_true() RETURNS boolean LANGUAGE sql AS
+           $$ SELECT true FROM pg_sleep(0.01) $$;
+         ALTER POLICY synqall_reconciler_read ON public.calls USING (public.slow_true());"
+    ))
+    .await;
+    let url = db
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1);
+    let before = db.row_versions().await;
+    let out = common::run_bin(
+        &["--reconcile-now"],
+        &[("DATABASE_URL", url.as_str())],
+        &[(
+            "SYNQALL_RECONCILER__DATABASE__STATEMENT_TIMEOUT_SECONDS",
+            "1",
+        )],
+    )
+    .await;
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let failed = out.grep("ERROR reconcile pass failed");
+    assert_eq!(failed.len(), 1, "{}", out.stderr);
+    assert!(failed[0].contains("statement timeout"), "{}", failed[0]);
+    assert_eq!(
+        db.row_versions().await,
+        before,
+        "something was half-written"
+    );
+    let adjustments: i64 = db
+        .scalar("SELECT count(*) FROM reconciler.adjustments")
+        .await;
+    assert_eq!(adjustments, 0);
+    let (status, error): (String, String) = {
+        let row = db
+            .client
+            .query_one("SELECT status, error FROM reconciler.runs", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(status, "failed");
+    assert!(error.contains("statement timeout"), "{error}");
+
+    db.exec("ALTER POLICY synqall_reconciler_read ON public.calls USING (true)")
+        .await;
+    let out = common::run_bin(&["--reconcile-now"], &[("DATABASE_URL", url.as_str())], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let wrong: i64 = db
+        .scalar("SELECT count(*) FROM public.organizations WHERE used_minutes <> 5")
+        .await;
+    assert_eq!(wrong, 0);
+}

@@ -226,9 +226,7 @@ pub async fn repair_batch(
     let mut writes: Vec<(&OrgUsage, i32)> = Vec::new();
     for org in batch {
         let action = match locked.get(&org.org_id) {
-            None => Some(RepairAction::LostRace {
-                reason: ROW_BUSY,
-            }),
+            None => Some(RepairAction::LostRace { reason: ROW_BUSY }),
             Some(now) if *now != org.stored => Some(RepairAction::LostRace {
                 reason: "used_minutes changed since the scan",
             }),
