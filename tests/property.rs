@@ -1,0 +1,339 @@
+//! Property test: over random ledgers, counters and orphan layouts, one pass reaches the truth
+//! of DESIGN.md §3 (computed here independently), a second pass changes nothing, and the
+//! journal replays to the same counters. Each case gets its own database, cloned from a
+//! migrated template.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use synqall_reconciler::config::{DatabaseTarget, Secret, Settings};
+use synqall_reconciler::db::Database;
+use synqall_reconciler::demo::{execute_sql, SUPABASE_STANDIN_SQL};
+use synqall_reconciler::reconcile::control::PassControl;
+use synqall_reconciler::reconcile::{run_once, PassOptions, PassOutcome, PassReport, RunMode};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+struct CallSpec {
+    user: usize,
+    org: Option<usize>,
+    completed: bool,
+    minutes: Option<i32>,
+    days_ago: i32,
+}
+
+#[derive(Debug, Clone)]
+struct Layout {
+    counters: Vec<Option<i32>>,
+    /// Per user: (org, joined days ago).
+    memberships: Vec<Vec<(usize, i32)>>,
+    calls: Vec<CallSpec>,
+    metrics: Vec<(usize, i32)>,
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    (1usize..5, 1usize..5).prop_flat_map(|(orgs, users)| {
+        let counters = prop::collection::vec(prop::option::weighted(0.85, 0i32..120), orgs);
+        let memberships =
+            prop::collection::vec(prop::collection::vec((0..orgs, 0i32..60), 0..3), users);
+        let call = (
+            0..users,
+            prop::option::weighted(0.7, 0..orgs),
+            prop::bool::weighted(0.8),
+            prop::option::weighted(0.9, -5i32..40),
+            0i32..60,
+        )
+            .prop_map(|(user, org, completed, minutes, days_ago)| CallSpec {
+                user,
+                org,
+                completed,
+                minutes,
+                days_ago,
+            });
+        let calls = prop::collection::vec(call, 0..20);
+        let metrics = prop::collection::vec((0..orgs, 0i32..40), 0..6);
+        (counters, memberships, calls, metrics).prop_map(
+            |(counters, memberships, calls, metrics)| {
+                // One membership per (user, org), as the table's unique key demands.
+                let memberships = memberships
+                    .into_iter()
+                    .map(|ms| {
+                        let mut seen = Vec::new();
+                        ms.into_iter()
+                            .filter(|(org, _)| {
+                                let new = !seen.contains(org);
+                                seen.push(*org);
+                                new
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Layout {
+                    counters,
+                    memberships,
+                    calls,
+                    metrics,
+                }
+            },
+        )
+    })
+}
+
+/// DESIGN.md §3, independently: where each orphan goes, and what each counter should be.
+fn truth(l: &Layout) -> (Vec<Option<usize>>, Vec<i64>) {
+    let owners: Vec<Option<usize>> = l
+        .calls
+        .iter()
+        .map(|c| {
+            c.org.or_else(|| {
+                let ms = &l.memberships[c.user];
+                match ms.len() {
+                    0 => None,
+                    1 => Some(ms[0].0),
+                    _ => {
+                        // Memberships that existed when the call was made (joined no later).
+                        let then: Vec<usize> = ms
+                            .iter()
+                            .filter(|(_, joined)| *joined >= c.days_ago)
+                            .map(|(org, _)| *org)
+                            .collect();
+                        (then.len() == 1).then(|| then[0])
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut expected = vec![0i64; l.counters.len()];
+    for (call, owner) in l.calls.iter().zip(&owners) {
+        if let (Some(org), true) = (owner, call.completed) {
+            expected[*org] += i64::from(call.minutes.unwrap_or(0).max(0));
+        }
+    }
+    (owners, expected)
+}
+
+const TIME_BASE: &str = "2026-06-01T00:00:00Z";
+static NEXT_CASE: AtomicUsize = AtomicUsize::new(0);
+
+struct Ids {
+    orgs: Vec<Uuid>,
+    calls: Vec<Uuid>,
+}
+
+async fn load(url: &str, l: &Layout) -> Ids {
+    let db = common::connect(url).await;
+    let mut orgs = Vec::new();
+    for (i, counter) in l.counters.iter().enumerate() {
+        let id: Uuid = db
+            .query_one(
+                "INSERT INTO public.organizations (name, used_minutes) VALUES ($1, $2) RETURNING id",
+                &[&format!("org {i}"), counter],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        orgs.push(id);
+    }
+    let mut users = Vec::new();
+    for memberships in &l.memberships {
+        let user: Uuid = db
+            .query_one("INSERT INTO auth.users DEFAULT VALUES RETURNING id", &[])
+            .await
+            .unwrap()
+            .get(0);
+        for (org, joined) in memberships {
+            db.execute(
+                "INSERT INTO public.user_organizations (user_id, organization_id, created_at)
+                 VALUES ($1, $2, $3::text::timestamptz - make_interval(days => $4))",
+                &[&user, &orgs[*org], &TIME_BASE, joined],
+            )
+            .await
+            .unwrap();
+        }
+        users.push(user);
+    }
+    let mut calls = Vec::new();
+    for c in &l.calls {
+        let id: Uuid = db
+            .query_one(
+                "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes, created_at)
+                 VALUES ($1, $2, $3, $4, $5::text::timestamptz - make_interval(days => $6)) RETURNING id",
+                &[
+                    &users[c.user],
+                    &c.org.map(|o| orgs[o]),
+                    &if c.completed { "completed" } else { "failed" },
+                    &c.minutes,
+                    &TIME_BASE,
+                    &c.days_ago,
+                ],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        calls.push(id);
+    }
+    for (org, minutes) in &l.metrics {
+        db.execute(
+            "INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value)
+             VALUES ($1, 'minutes_transcribed', $2::integer)",
+            &[&orgs[*org], minutes],
+        )
+        .await
+        .unwrap();
+    }
+    Ids { orgs, calls }
+}
+
+/// `xmin` of every organization and call: unchanged means not written.
+async fn versions(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT xmin::text FROM public.organizations UNION ALL SELECT xmin::text FROM public.calls",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+async fn pass(db: &Database, settings: &Settings) -> PassReport {
+    let options = PassOptions {
+        mode: RunMode::Once,
+        dry_run: false,
+    };
+    match run_once(db, settings, options, &PassControl::default())
+        .await
+        .unwrap()
+    {
+        PassOutcome::Completed(report) => report,
+        PassOutcome::LockHeld => panic!("nobody else holds the lock"),
+    }
+}
+
+async fn check_case(template: &str, settings: &Settings, l: &Layout) -> Result<(), TestCaseError> {
+    let cluster = common::cluster();
+    let name = format!("prop_{}", NEXT_CASE.fetch_add(1, Ordering::SeqCst));
+    execute_sql(
+        &cluster.url("postgres"),
+        &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+    )
+    .await
+    .unwrap();
+    let url = cluster.url(&name);
+    let ids = load(&url, l).await;
+    let target = DatabaseTarget::parse("test", Secret::new(url.clone())).unwrap();
+    let db = Database::new(&target, settings).unwrap();
+    let client = common::connect(&url).await;
+    let (owners, expected) = truth(l);
+
+    pass(&db, settings).await;
+    for (i, org) in ids.orgs.iter().enumerate() {
+        let used: Option<i32> = client
+            .query_one(
+                "SELECT used_minutes FROM public.organizations WHERE id = $1",
+                &[org],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        prop_assert_eq!(used.map(i64::from), Some(expected[i]), "org {}", i);
+    }
+    for (i, call) in ids.calls.iter().enumerate() {
+        let owner: Option<Uuid> = client
+            .query_one(
+                "SELECT organization_id FROM public.calls WHERE id = $1",
+                &[call],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        prop_assert_eq!(owner, owners[i].map(|o| ids.orgs[o]), "call {}", i);
+    }
+
+    let before = versions(&client).await;
+    let second = pass(&db, settings).await;
+    prop_assert_eq!(second.drifted, 0);
+    prop_assert_eq!(second.orphans_fixed, 0);
+    prop_assert_eq!(versions(&client).await, before, "the second pass wrote");
+
+    // Replaying the journal over the initial counters gives the final ones.
+    let mut replay: HashMap<Uuid, Option<i32>> = ids
+        .orgs
+        .iter()
+        .zip(&l.counters)
+        .map(|(id, c)| (*id, *c))
+        .collect();
+    for row in client
+        .query(
+            "SELECT organization_id, old_used_minutes, new_used_minutes FROM reconciler.adjustments ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let org: Uuid = row.get(0);
+        prop_assert_eq!(replay[&org], row.get::<_, Option<i32>>(1), "journal old value");
+        replay.insert(org, Some(row.get(2)));
+    }
+    for (i, org) in ids.orgs.iter().enumerate() {
+        prop_assert_eq!(
+            replay[org].map(i64::from),
+            Some(expected[i]),
+            "replayed org {}",
+            i
+        );
+    }
+    drop(client);
+    drop(db);
+    Ok(())
+}
+
+#[test]
+fn one_pass_reaches_the_truth_a_second_changes_nothing_and_the_journal_replays() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = common::cluster();
+    let template = "prop_template";
+    let settings = Settings::load_from(
+        Some(std::path::Path::new(common::empty_config_file())),
+        [(
+            "SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS".to_string(),
+            "0".to_string(),
+        )],
+    )
+    .unwrap();
+    runtime.block_on(async {
+        execute_sql(
+            &cluster.url("postgres"),
+            &format!("CREATE DATABASE {template}"),
+        )
+        .await
+        .unwrap();
+        execute_sql(&cluster.url(template), SUPABASE_STANDIN_SQL)
+            .await
+            .unwrap();
+        let target = DatabaseTarget::parse("test", Secret::new(cluster.url(template))).unwrap();
+        synqall_reconciler::migrate(&settings, &target)
+            .await
+            .unwrap();
+    });
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(32);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&layout(), |l| {
+            runtime.block_on(check_case(template, &settings, &l))
+        })
+        .unwrap();
+}
