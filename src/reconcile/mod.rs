@@ -31,6 +31,12 @@ use crate::db::{migrations, schema, Database, DbError, QueryContext};
 use crate::telemetry::error_chain;
 
 const ORPHANED_USERS: &str = include_str!("sql/orphaned_users.sql");
+/// How often a long pass says where it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Who started the pass; recorded in `reconciler.runs.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +97,10 @@ pub struct PassReport {
     pub corrections: Vec<Correction>,
     /// Stopped early by shutdown; what was committed is whole and journalled.
     pub cancelled: bool,
+    /// Time spent on orphaned calls and users, on the usage comparison, and on repairs.
+    pub orphans_ms: u64,
+    pub scan_ms: u64,
+    pub repair_ms: u64,
 }
 
 impl PassReport {
@@ -219,6 +229,7 @@ impl Pass<'_> {
         );
         let row_open = !options.dry_run;
         self.control.progress.bump();
+        let orphans_started = Instant::now();
         self.orphaned_calls(&client, &queries, options.dry_run)
             .await
             .map_err(|e| (row_open, e))?;
@@ -226,6 +237,7 @@ impl Pass<'_> {
         self.orphaned_users(&client)
             .await
             .map_err(|e| (row_open, e))?;
+        self.report.orphans_ms = elapsed_ms(orphans_started);
         if !self.stop_requested() {
             self.usage(&mut client, &queries, options.dry_run)
                 .await
@@ -384,7 +396,27 @@ impl Pass<'_> {
         let all_settings: &Settings = self.settings;
         let settings = &all_settings.usage;
         let period_start = usage::period_start(settings.period, chrono::Utc::now());
-        let scan = usage::scan(&***client, queries, period_start).await?;
+        let scan_started = Instant::now();
+        let scan = {
+            // One statement does the whole comparison; say it is still running.
+            let scan = usage::scan(&***client, queries, period_start);
+            tokio::pin!(scan);
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + PROGRESS_EVERY,
+                PROGRESS_EVERY,
+            );
+            loop {
+                tokio::select! {
+                    result = &mut scan => break result?,
+                    _ = progress.tick() => info!(
+                        %run_id,
+                        elapsed_s = scan_started.elapsed().as_secs(),
+                        "reconcile pass progress: comparing used_minutes with the ledgers"
+                    ),
+                }
+            }
+        };
+        self.report.scan_ms = elapsed_ms(scan_started);
         self.control.progress.bump();
         self.report.orgs_checked = scan.orgs_checked;
         self.report.null_durations = scan.null_durations;
@@ -442,9 +474,22 @@ impl Pass<'_> {
             period: settings.period,
             period_start,
         };
+        let repair_started = Instant::now();
+        let mut last_progress = Instant::now();
         for batch in drifted.chunks(settings.batch_size) {
             if self.stop_requested() {
                 break;
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                info!(
+                    %run_id,
+                    drifted = drifted.len(),
+                    repaired = self.report.repaired,
+                    lost_race = self.report.lost_race,
+                    failed = self.report.failed,
+                    "reconcile pass progress: repairing"
+                );
             }
             self.lock.ensure_held().await?;
             let result = usage::repair_batch(client, &ctx, batch).await;
@@ -472,6 +517,7 @@ impl Pass<'_> {
             }
         }
         critical_budget.finish(run_id, true);
+        self.report.repair_ms = elapsed_ms(repair_started);
         Ok(())
     }
 

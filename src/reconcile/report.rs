@@ -128,6 +128,9 @@ pub fn log_summary(report: &PassReport) {
         ledger_mismatches = report.ledger_mismatches,
         dry_run = report.dry_run,
         cancelled = report.cancelled,
+        orphans_ms = report.orphans_ms,
+        scan_ms = report.scan_ms,
+        repair_ms = report.repair_ms,
         "reconcile pass finished"
     );
 }

@@ -5,7 +5,7 @@
 --
 -- Template, filled in by queries.rs:
 --   {call_minutes}    per-call minutes expression over c.duration_minutes (rounding applied)
---   {metric_minutes}  per-row minutes expression over m.metric_value
+--   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total)
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 WITH call_totals AS (
@@ -25,7 +25,7 @@ WITH call_totals AS (
 metric_totals AS (
   SELECT m.organization_id,
          count(*) AS metric_count,
-         COALESCE(sum({metric_minutes}), 0)::bigint AS metric_minutes
+         {metric_total} AS metric_minutes
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
      AND ($1::timestamptz IS NULL OR m.created_at >= $1)
