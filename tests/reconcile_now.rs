@@ -504,14 +504,15 @@ async fn numeric_durations_are_rounded_per_call_and_bad_ones_count_zero() {
             .await;
         assert_eq!(out.code(), 0, "{}", out.stderr);
         assert_eq!(db.used_minutes(org).await, Some(expected), "{rounding}");
-        assert_eq!(
-            out.grep("NULL duration_minutes counted as 0 count=1").len(),
-            1
-        );
-        assert_eq!(
-            out.grep("negative duration_minutes counted as 0 count=1")
-                .len(),
-            1
+        // The drifted organization's bad rows are named next to its CRITICAL line.
+        let bad = out.grep("completed calls with NULL or negative duration_minutes counted as 0");
+        assert_eq!(bad.len(), 1, "{}", out.stderr);
+        assert!(
+            bad[0].contains(&format!(
+                "org_id={org} null_durations=1 negative_durations=1"
+            )),
+            "{}",
+            bad[0]
         );
     }
 }

@@ -91,6 +91,7 @@ pub struct PassReport {
     pub orphans_no_membership: u64,
     /// `None` when `auth.users` is absent or unreadable.
     pub orphaned_users: Option<i64>,
+    /// Completed calls with NULL / negative durations in drifted organizations (counted 0).
     pub null_durations: i64,
     pub negative_durations: i64,
     pub duration: Duration,
@@ -419,16 +420,12 @@ impl Pass<'_> {
         self.report.scan_ms = elapsed_ms(scan_started);
         self.control.progress.bump();
         self.report.orgs_checked = scan.orgs_checked;
-        self.report.null_durations = scan.null_durations;
-        self.report.negative_durations = scan.negative_durations;
-        if scan.null_durations > 0 {
-            warn!(count = scan.null_durations, %run_id, "completed calls with NULL duration_minutes counted as 0");
-        }
-        if scan.unowned_metrics > 0 {
-            warn!(count = scan.unowned_metrics, %run_id, "usage_metrics rows without organization_id ignored");
-        }
-        if scan.negative_durations > 0 {
-            warn!(count = scan.negative_durations, %run_id, "completed calls with negative duration_minutes counted as 0");
+        if scan.unowned_metric_minutes > 0 {
+            warn!(
+                minutes = scan.unowned_metric_minutes,
+                %run_id,
+                "usage_metrics rows without organization_id ignored"
+            );
         }
         let mut mismatch_budget = self.budget("ledger mismatch");
         for org in scan.disagreeing.iter().filter(|o| o.ledgers_disagree()) {
@@ -445,6 +442,8 @@ impl Pass<'_> {
             .filter(|o| o.is_drifted(settings.source))
             .collect();
         self.report.drifted = drifted.len() as u64;
+        self.report_bad_durations(client, &drifted, period_start)
+            .await?;
         let mut critical_budget = self.budget("used_minutes drift");
         if dry_run {
             for org in &drifted {
@@ -518,6 +517,35 @@ impl Pass<'_> {
         }
         critical_budget.finish(run_id, true);
         self.report.repair_ms = elapsed_ms(repair_started);
+        Ok(())
+    }
+
+    /// Name the bad durations (counted as 0) of drifted organizations: where bad data can
+    /// explain a drift, the operator should see it next to the CRITICAL line.
+    async fn report_bad_durations(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        drifted: &[&OrgUsage],
+        period_start: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), DbError> {
+        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
+        let mut budget = self.budget("bad durations");
+        for (org_id, nulls, negatives) in
+            usage::bad_durations(&***client, &ids, period_start).await?
+        {
+            self.report.null_durations += nulls;
+            self.report.negative_durations += negatives;
+            if budget.allow() {
+                warn!(
+                    %org_id,
+                    null_durations = nulls,
+                    negative_durations = negatives,
+                    run_id = %self.report.run_id,
+                    "completed calls with NULL or negative duration_minutes counted as 0"
+                );
+            }
+        }
+        budget.finish(self.report.run_id, false);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use crate::config::{Rounding, Source};
 use crate::db::schema::{AppSchema, MinutesType};
 
 pub const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
+pub const BAD_DURATIONS: &str = include_str!("sql/bad_durations.sql");
 pub const APPLY_REPAIRS: &str = include_str!("sql/apply_repairs.sql");
 pub const ATTRIBUTE_CALLS: &str = include_str!("sql/attribute_calls.sql");
 pub const INSERT_RUN: &str = include_str!("sql/insert_run.sql");
@@ -29,19 +30,25 @@ pub struct PassQueries {
 impl PassQueries {
     /// Fill the templates for this schema and configuration.
     pub fn new(schema: &AppSchema, rounding: Rounding, source: Source) -> Self {
-        let call_minutes = minutes_expr("c.duration_minutes", schema.duration_type, rounding);
+        let call_total = call_total_expr(schema.duration_type, rounding);
         let metric_total = metric_total_expr(schema.metric_type, rounding);
+        let (call_count, metric_count) = match source {
+            Source::Calls => ("count(*)", "0::bigint"),
+            Source::UsageMetrics => ("0::bigint", "count(*)"),
+        };
         let fill = |template: &str| {
             template
-                .replace("{call_minutes}", &call_minutes)
+                .replace("{call_total}", &call_total)
                 .replace("{metric_total}", &metric_total)
+                .replace("{call_count}", call_count)
+                .replace("{metric_count}", metric_count)
         };
         let (expected, fingerprints) = match source {
             Source::Calls => ("calls_minutes", fill(CALL_FINGERPRINTS_TEMPLATE)),
             Source::UsageMetrics => ("metrics_minutes", fill(METRIC_FINGERPRINTS_TEMPLATE)),
         };
         let membership_created_at = if schema.membership_created_at {
-            "uo.created_at"
+            "m.created_at"
         } else {
             "NULL::timestamptz"
         };
@@ -54,19 +61,28 @@ impl PassQueries {
     }
 }
 
-/// Minutes one row contributes: rounded per row when fractional, never negative (a negative
-/// duration is bad data, counted as 0 and reported), NULL ignored by `sum`.
-fn minutes_expr(column: &str, ty: MinutesType, rounding: Rounding) -> String {
+/// An organization's calls total: NULL and negative durations count 0 (bad data, named by
+/// [`BAD_DURATIONS`] for drifted organizations), fractional ones are rounded per call. One
+/// filtered sum: every extra per-row aggregate costs a few percent of the whole pass.
+fn call_total_expr(ty: MinutesType, rounding: Rounding) -> String {
+    let column = "c.duration_minutes";
+    let valid = format!("FILTER (WHERE {column} >= 0)");
     match ty {
-        MinutesType::Integer | MinutesType::BigInt => format!("GREATEST({column}, 0)"),
-        MinutesType::Fractional => {
-            let function = match rounding {
-                Rounding::Ceil => "ceil",
-                Rounding::Round => "round",
-                Rounding::Floor => "floor",
-            };
-            format!("GREATEST({function}({column}::numeric), 0)")
+        MinutesType::Integer | MinutesType::BigInt => {
+            format!("COALESCE(sum({column}) {valid}, 0)::bigint")
         }
+        MinutesType::Fractional => {
+            let function = rounding_function(rounding);
+            format!("COALESCE(sum({function}({column}::numeric)) {valid}, 0)::bigint")
+        }
+    }
+}
+
+fn rounding_function(rounding: Rounding) -> &'static str {
+    match rounding {
+        Rounding::Ceil => "ceil",
+        Rounding::Round => "round",
+        Rounding::Floor => "floor",
     }
 }
 
@@ -79,11 +95,7 @@ fn metric_total_expr(ty: MinutesType, rounding: Rounding) -> String {
     match ty {
         MinutesType::Integer | MinutesType::BigInt => format!("GREATEST({sum}, 0)::bigint"),
         MinutesType::Fractional => {
-            let function = match rounding {
-                Rounding::Ceil => "ceil",
-                Rounding::Round => "round",
-                Rounding::Floor => "floor",
-            };
+            let function = rounding_function(rounding);
             format!("GREATEST({function}({sum}::numeric), 0)::bigint")
         }
     }
@@ -118,14 +130,14 @@ mod tests {
     }
 
     #[test]
-    fn fractional_minutes_are_rounded_as_configured() {
+    fn fractional_minutes_are_rounded_per_call_and_bad_ones_left_out() {
         assert_eq!(
-            minutes_expr("x", MinutesType::Fractional, Rounding::Floor),
-            "GREATEST(floor(x::numeric), 0)"
+            call_total_expr(MinutesType::Fractional, Rounding::Floor),
+            "COALESCE(sum(floor(c.duration_minutes::numeric)) FILTER (WHERE c.duration_minutes >= 0), 0)::bigint"
         );
         assert_eq!(
-            minutes_expr("x", MinutesType::Integer, Rounding::Floor),
-            "GREATEST(x, 0)"
+            call_total_expr(MinutesType::Integer, Rounding::Floor),
+            "COALESCE(sum(c.duration_minutes) FILTER (WHERE c.duration_minutes >= 0), 0)::bigint"
         );
     }
 }

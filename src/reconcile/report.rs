@@ -194,7 +194,11 @@ impl fmt::Display for PassReport {
                 "(auth.users not readable)",
             )?,
         }
-        row(f, "completed calls with NULL duration", self.null_durations)?;
+        row(
+            f,
+            "calls with NULL duration (drifted orgs)",
+            self.null_durations,
+        )?;
         row(
             f,
             "completed calls with negative duration",

@@ -15,7 +15,7 @@ use chrono::{DateTime, Datelike as _, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::queries::{PassQueries, APPLY_REPAIRS, LOCK_ORGS};
+use super::queries::{PassQueries, APPLY_REPAIRS, BAD_DURATIONS, LOCK_ORGS};
 use crate::config::{Period, Source};
 use crate::db::{DbError, QueryContext};
 
@@ -82,12 +82,8 @@ impl OrgUsage {
 #[derive(Debug, Clone, Default)]
 pub struct UsageScan {
     pub orgs_checked: i64,
-    /// Completed calls with a NULL duration (counted as 0).
-    pub null_durations: i64,
-    /// Completed calls with a negative duration (counted as 0).
-    pub negative_durations: i64,
-    /// `minutes_transcribed` rows without an organization (ignored).
-    pub unowned_metrics: i64,
+    /// Minutes of `minutes_transcribed` rows without an organization (ignored).
+    pub unowned_metric_minutes: i64,
     /// Organizations that drifted or whose ledgers disagree.
     pub disagreeing: Vec<OrgUsage>,
 }
@@ -124,9 +120,7 @@ pub async fn scan(
     for row in rows {
         if row.get::<_, bool>("is_total") {
             scan.orgs_checked = row.get("call_count");
-            scan.null_durations = row.get("null_durations");
-            scan.negative_durations = row.get("negative_durations");
-            scan.unowned_metrics = row.get("unowned_metrics");
+            scan.unowned_metric_minutes = row.get("unowned_metric_minutes");
         } else {
             scan.disagreeing.push(OrgUsage {
                 org_id: row.get("id"),
@@ -145,6 +139,29 @@ pub async fn scan(
 /// Why a drifted organization could not be locked: another transaction holds its row (or it
 /// was deleted). Not waited for: an increment in flight holds that lock.
 pub const ROW_BUSY: &str = "row locked by another transaction or deleted";
+
+/// Completed calls with NULL / negative durations (counted as 0) per organization, for the
+/// given (drifted) organizations that have any.
+///
+/// # Errors
+/// The query failed.
+pub async fn bad_durations(
+    client: &impl GenericClient,
+    orgs: &[Uuid],
+    period_start: Option<DateTime<Utc>>,
+) -> Result<Vec<(Uuid, i64, i64)>, DbError> {
+    if orgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(BAD_DURATIONS, &[&orgs, &period_start])
+        .await
+        .context("count calls with NULL or negative durations")?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
 
 /// What happened to one drifted organization.
 #[derive(Debug, Clone, PartialEq, Eq)]

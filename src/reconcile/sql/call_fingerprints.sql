@@ -1,10 +1,10 @@
 -- Count and minutes of the counted calls of some organizations: the fingerprint that must not
 -- have changed between the usage read and the repair (DESIGN.md §4.5).
--- Template: {call_minutes} as in drifted_orgs.sql.
+-- Template: {call_total} as in drifted_orgs.sql.
 -- $1 uuid[]: organizations; $2 timestamptz: start of the billing period (NULL for all_time)
 SELECT c.organization_id,
        count(*) AS entries,
-       COALESCE(sum({call_minutes}), 0)::bigint AS minutes
+       {call_total} AS minutes
   FROM public.calls c
  WHERE c.organization_id = ANY ($1)
    AND c.status = 'completed'

@@ -4,16 +4,17 @@
 -- number of organizations.
 --
 -- Template, filled in by queries.rs:
---   {call_minutes}    per-call minutes expression over c.duration_minutes (rounding applied)
+--   {call_total}      per-org total of c.duration_minutes: NULL and negative durations count 0,
+--                     numeric ones are rounded per call
 --   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total)
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
+--   {call_count}, {metric_count}  count(*) for the truth ledger (its fingerprint), 0 for the
+--                     other: every aggregate costs per row, and only the truth's count is used
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 WITH call_totals AS (
   SELECT c.organization_id,
-         count(*) AS call_count,
-         COALESCE(sum({call_minutes}), 0)::bigint AS call_minutes,
-         count(*) FILTER (WHERE c.duration_minutes IS NULL) AS null_durations,
-         count(*) FILTER (WHERE c.duration_minutes < 0) AS negative_durations
+         {call_count} AS call_count,
+         {call_total} AS call_minutes
     FROM public.calls c
    WHERE c.status = 'completed'
      AND c.organization_id IS NOT NULL
@@ -24,7 +25,7 @@ WITH call_totals AS (
 -- attributed to anyone.
 metric_totals AS (
   SELECT m.organization_id,
-         count(*) AS metric_count,
+         {metric_count} AS metric_count,
          {metric_total} AS metric_minutes
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
@@ -38,20 +39,17 @@ compared AS (
          COALESCE(ct.call_count, 0) AS call_count,
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
-         COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
-         COALESCE(ct.null_durations, 0) AS null_durations,
-         COALESCE(ct.negative_durations, 0) AS negative_durations
+         COALESCE(mt.metric_minutes, 0) AS metrics_minutes
     FROM public.organizations o
     LEFT JOIN call_totals ct ON ct.organization_id = o.id
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
 )
 SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
-       metrics_minutes, null_durations, negative_durations, 0::bigint AS unowned_metrics
+       metrics_minutes, 0::bigint AS unowned_metric_minutes
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR calls_minutes <> metrics_minutes
 UNION ALL
 SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL,
-       COALESCE(sum(null_durations), 0)::bigint, COALESCE(sum(negative_durations), 0)::bigint,
-       COALESCE((SELECT metric_count FROM metric_totals WHERE organization_id IS NULL), 0)
+       COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0)
   FROM compared
