@@ -65,6 +65,8 @@ pub struct PassOptions {
 }
 
 /// The result of a pass that did not fail.
+// One value per pass: its size does not matter, and boxing would only add noise at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PassOutcome {
     /// Another instance holds the advisory lock; nothing was done or written.
