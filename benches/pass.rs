@@ -267,16 +267,14 @@ const CALLS_FLOOR: &str = "SELECT organization_id, sum(duration_minutes) FROM pu
                             WHERE status = 'completed' GROUP BY organization_id";
 const METRICS_FLOOR: &str = "SELECT organization_id, sum(metric_value) FROM public.usage_metrics
                               WHERE metric_type = 'minutes_transcribed' GROUP BY organization_id";
-/// The incident's step 6, verbatim, rolled back so the data stays clean.
-const SEED_STEP_6: &str = "BEGIN;
-    UPDATE organizations o
-    SET used_minutes = (
-      SELECT COALESCE(SUM(metric_value), 0)
-      FROM usage_metrics um
-      WHERE um.organization_id = o.id
-      AND um.metric_type = 'minutes_transcribed'
-    );
-    ROLLBACK;";
+/// The incident's step 6, cut verbatim from the shipped copy of its SQL, rolled back so the
+/// data stays clean.
+fn seed_step_6() -> String {
+    let sql = synqall_reconciler::demo::SEED_FIX_SQL;
+    let start = sql.find("-- 6.").expect("step 6 in seed_fix.sql");
+    let end = sql.find("-- 7.").expect("step 7 in seed_fix.sql");
+    format!("BEGIN;\n{}\nROLLBACK;", &sql[start..end])
+}
 
 async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
     let db = format!("bench_{}_{}", size.orgs, size.calls_per_org);
@@ -369,7 +367,7 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
             wal_bytes: calls.wal_bytes + metrics.wal_bytes,
             ..Cost::default()
         });
-        seed.push(measure_sql(&client, SEED_STEP_6).await);
+        seed.push(measure_sql(&client, &seed_step_6()).await);
         // The rolled-back backfill and the previous drift left dead rows in organizations;
         // autovacuum (off here) would have removed them before the next pass.
         client

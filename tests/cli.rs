@@ -13,6 +13,19 @@ fn unreachable_url() -> String {
     format!("postgres://reconciler:{SECRET}@127.0.0.1:1/postgres")
 }
 
+/// `--reconcile-now --config FILE` with `text` as the file, against an unreachable database.
+async fn once_with_config_file(text: &str) -> common::Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    run_bin(
+        &["--reconcile-now", "--config", path.to_str().unwrap()],
+        &[("DATABASE_URL", unreachable_url().as_str())],
+        &[],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn bad_config_value_exits_78_naming_the_key_before_touching_the_database() {
     let url = unreachable_url();
@@ -33,15 +46,7 @@ async fn bad_config_value_exits_78_naming_the_key_before_touching_the_database()
 
 #[tokio::test]
 async fn malformed_config_file_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[usage\nperiod = ").unwrap();
-    let out = run_bin(
-        &["--reconcile-now", "--config", path.to_str().unwrap()],
-        &[("DATABASE_URL", unreachable_url().as_str())],
-        &[],
-    )
-    .await;
+    let out = once_with_config_file("[usage\nperiod = ").await;
     assert_eq!(out.code(), 78, "{}", out.stderr);
     assert!(
         out.stderr.contains("invalid configuration"),
@@ -52,15 +57,7 @@ async fn malformed_config_file_exits_78() {
 
 #[tokio::test]
 async fn unknown_key_and_out_of_range_values_exit_78_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[usage]\nsettle_secs = 5\n").unwrap();
-    let out = run_bin(
-        &["--reconcile-now", "--config", path.to_str().unwrap()],
-        &[("DATABASE_URL", unreachable_url().as_str())],
-        &[],
-    )
-    .await;
+    let out = once_with_config_file("[usage]\nsettle_secs = 5\n").await;
     assert_eq!(out.code(), 78, "{}", out.stderr);
     assert!(out.stderr.contains("settle_secs"), "{}", out.stderr);
 
