@@ -52,6 +52,16 @@ pub enum Command {
     Run,
     /// Apply pending migrations and print what was applied.
     Migrate,
+    /// The latest passes (what each found and did, how it ended) and the time since the last
+    /// successful one.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many passes to show.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+    },
     /// Start a throwaway local PostgreSQL, load sample data with drift and orphans, run a pass,
     /// print the report, clean up.
     Demo,

@@ -12,6 +12,7 @@
 //! - [`daemon`]: the scheduled service: schedule, shutdown, systemd notify, stall alerts.
 //! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
 //!   report).
+//! - [`status`]: the `status` command (recent passes from `reconciler.runs`).
 //! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
 //! - [`demo`]: the Supabase stand-in schema and sample data.
 //!
@@ -24,6 +25,7 @@ pub mod db;
 pub mod demo;
 pub mod local_pg;
 pub mod reconcile;
+pub mod status;
 pub mod telemetry;
 
 use tracing::info;
@@ -86,6 +88,19 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             log_effective_config(&settings, &target);
             for applied in migrate(&settings, &target).await? {
                 println!("applied V{}__{}", applied.version, applied.name);
+            }
+            Ok(Exit::Ok)
+        }
+        (Some(Command::Status { json, limit }), _) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            let db = Database::new(&target, &settings)?;
+            let report = status::status(&db, *limit).await?;
+            if *json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::Other(format!("Failed to encode the status: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{report}");
             }
             Ok(Exit::Ok)
         }

@@ -516,3 +516,45 @@ async fn numeric_durations_are_rounded_per_call_and_bad_ones_count_zero() {
         );
     }
 }
+
+#[tokio::test]
+async fn status_shows_the_run_id_of_the_pass_as_a_table_and_as_json() {
+    let (db, _) = damaged_db().await;
+    let before = db.run(&["status"], &[]).await;
+    assert_eq!(before.code(), 0, "{}", before.stderr);
+    assert!(
+        before.stdout.contains("last successful pass: never"),
+        "{}",
+        before.stdout
+    );
+
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    let summary = pass.grep("reconcile pass finished");
+    let run_id = summary[0]
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("run_id="))
+        .unwrap()
+        .to_string();
+
+    let table = db.run(&["status"], &[]).await;
+    assert_eq!(table.code(), 0, "{}", table.stderr);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run_id))
+        .unwrap_or_else(|| panic!("{run_id} not in:\n{}", table.stdout));
+    assert!(row.ends_with(" ok"), "{row}");
+    assert!(table.stdout.contains("s ago)"), "{}", table.stdout);
+
+    let json = db.run(&["status", "--json"], &[]).await;
+    assert_eq!(json.code(), 0, "{}", json.stderr);
+    let value: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("status --json is JSON");
+    let runs = value["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["id"], run_id.as_str());
+    assert_eq!(runs[0]["drifted"], 4);
+    assert_eq!(runs[0]["repaired"], 4);
+    assert_eq!(runs[0]["status"], "ok");
+    assert!(value["seconds_since_last_success"].as_i64().unwrap() >= 0);
+}
