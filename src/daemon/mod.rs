@@ -75,8 +75,10 @@ pub async fn run(
 
     let progress = Progress::default();
     progress.bump();
-    let watchdog = Notifier::spawn_watchdog(progress.clone());
-    if let Some(interval) = sd_notify::watchdog_enabled() {
+    let watchdog_interval = Notifier::watchdog_interval();
+    let watchdog =
+        watchdog_interval.map(|interval| Notifier::spawn_watchdog(interval, progress.clone()));
+    if let Some(interval) = watchdog_interval {
         if interval <= settings.statement_timeout() {
             warn!(
                 watchdog_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),

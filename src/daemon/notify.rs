@@ -42,10 +42,14 @@ impl Notifier {
         Self::send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
 
-    /// Start the watchdog task if systemd asked for one (`WATCHDOG_USEC`).
-    pub fn spawn_watchdog(progress: Progress) -> Option<JoinHandle<()>> {
-        let interval = sd_notify::watchdog_enabled()?;
-        Some(tokio::spawn(watchdog_loop(interval, progress)))
+    /// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
+    pub fn watchdog_interval() -> Option<Duration> {
+        sd_notify::watchdog_enabled()
+    }
+
+    /// Start the watchdog task that pings every quarter `interval` while `progress` moves.
+    pub fn spawn_watchdog(interval: Duration, progress: Progress) -> JoinHandle<()> {
+        tokio::spawn(watchdog_loop(interval, progress))
     }
 }
 

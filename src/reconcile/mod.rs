@@ -133,23 +133,24 @@ pub async fn run_once(
     control.progress.bump();
     let run_id = Uuid::new_v4();
     let lock = match AdvisoryLock::try_acquire(db, settings.lock.key).await {
-        Ok(lock) => lock,
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            info!(
+                lock_key = settings.lock.key,
+                "reconcile pass skipped: the advisory lock is held by another instance"
+            );
+            return Ok(PassOutcome::LockHeld);
+        }
         Err(e) => {
-            tracing::error!(%run_id, error = error_chain(&e).as_str(), "reconcile pass failed");
+            log_failure(run_id, &e);
             return Err(e);
         }
-    };
-    let Some(lock) = lock else {
-        info!(
-            lock_key = settings.lock.key,
-            "reconcile pass skipped: the advisory lock is held by another instance"
-        );
-        return Ok(PassOutcome::LockHeld);
     };
     let mut pass = Pass {
         settings,
         control,
         lock: &lock,
+        run_open: false,
         report: PassReport {
             run_id,
             dry_run: options.dry_run,
@@ -157,11 +158,12 @@ pub async fn run_once(
         },
     };
     let result = pass.run(db, options).await;
+    let run_open = pass.run_open;
     let mut report = pass.report;
     report.duration = started.elapsed();
     let outcome = match result {
-        Ok(run_row_open) => {
-            if run_row_open {
+        Ok(()) => {
+            if run_open {
                 let status = if report.cancelled {
                     RunStatus::Cancelled
                 } else {
@@ -173,10 +175,9 @@ pub async fn run_once(
             report::log_summary(&report);
             Ok(PassOutcome::Completed(report))
         }
-        Err((run_row_open, e)) => {
-            let message = error_chain(&e);
-            tracing::error!(run_id = %report.run_id, error = message.as_str(), "reconcile pass failed");
-            if run_row_open {
+        Err(e) => {
+            let message = log_failure(run_id, &e);
+            if run_open {
                 // Best effort: the failure may be the connection itself.
                 if let Ok(client) = db.client().await {
                     let _ =
@@ -191,23 +192,29 @@ pub async fn run_once(
     outcome
 }
 
+/// The one `ERROR reconcile pass failed` line; returns the message for the run row.
+fn log_failure(run_id: Uuid, error: &DbError) -> String {
+    let message = error_chain(error);
+    tracing::error!(%run_id, error = message.as_str(), "reconcile pass failed");
+    message
+}
+
 /// State of one pass in progress.
 struct Pass<'a> {
     settings: &'a Settings,
     control: &'a PassControl,
     lock: &'a AdvisoryLock,
+    /// A `reconciler.runs` row was opened and must be closed, whatever happens next.
+    run_open: bool,
     report: PassReport,
 }
 
 impl Pass<'_> {
-    /// The pass after the lock. Returns whether a run row was opened (alongside the error too,
-    /// so the caller can close it as failed).
-    async fn run(&mut self, db: &Database, options: PassOptions) -> Result<bool, (bool, DbError)> {
-        let mut client = db.client().await.map_err(|e| (false, e))?;
-        migrations::ensure_current(&**client)
-            .await
-            .map_err(|e| (false, e))?;
-        let app_schema = schema::inspect(&**client).await.map_err(|e| (false, e))?;
+    /// The pass after the lock.
+    async fn run(&mut self, db: &Database, options: PassOptions) -> Result<(), DbError> {
+        let mut client = db.client().await?;
+        migrations::ensure_current(&**client).await?;
+        let app_schema = schema::inspect(&**client).await?;
         let usage_settings = &self.settings.usage;
         let queries = PassQueries::new(&app_schema, usage_settings.rounding, usage_settings.source);
         let run_id = self.report.run_id;
@@ -219,8 +226,8 @@ impl Pass<'_> {
                 usage_settings.period,
                 usage_settings.source,
             )
-            .await
-            .map_err(|e| (false, e))?;
+            .await?;
+            self.run_open = true;
         }
         info!(
             %run_id,
@@ -230,23 +237,17 @@ impl Pass<'_> {
             source = usage_settings.source.as_str(),
             "reconcile pass started"
         );
-        let row_open = !options.dry_run;
         self.control.progress.bump();
         let orphans_started = Instant::now();
         self.orphaned_calls(&client, &queries, options.dry_run)
-            .await
-            .map_err(|e| (row_open, e))?;
+            .await?;
         self.control.progress.bump();
-        self.orphaned_users(&client)
-            .await
-            .map_err(|e| (row_open, e))?;
+        self.orphaned_users(&client).await?;
         self.report.orphans_ms = elapsed_ms(orphans_started);
         if !self.stop_requested() {
-            self.usage(&mut client, &queries, options.dry_run)
-                .await
-                .map_err(|e| (row_open, e))?;
+            self.usage(&mut client, &queries, options.dry_run).await?;
         }
-        Ok(row_open)
+        Ok(())
     }
 
     /// Shutdown asked the pass to stop: checked only at safe points (between batches).
