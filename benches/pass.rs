@@ -17,7 +17,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use synqall_reconciler::demo::{execute_sql, SUPABASE_ROLES_SQL, SUPABASE_STANDIN_SQL};
+use synqall_reconciler::demo::{create_standin_database, execute_sql};
 use synqall_reconciler::local_pg::{ClusterOptions, LocalCluster};
 use tokio_postgres::{Client, NoTls};
 
@@ -279,12 +279,8 @@ fn seed_step_6() -> String {
 async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
     let db = format!("bench_{}_{}", size.orgs, size.calls_per_org);
     let admin = cluster.url("postgres");
-    execute_sql(&admin, &format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = cluster.url(&db);
     let generated = Instant::now();
-    execute_sql(&url, SUPABASE_STANDIN_SQL).await.unwrap();
+    let url = create_standin_database(cluster, &db).await.unwrap();
     let setup = Command::new(BIN)
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -456,9 +452,6 @@ fn main() {
     let started = Instant::now();
     let cluster = LocalCluster::start_with(options).expect("start the benchmark cluster");
     runtime.block_on(async {
-        execute_sql(&cluster.url("postgres"), SUPABASE_ROLES_SQL)
-            .await
-            .unwrap();
         println!("| size | what | wall | × floor | WAL | rows written (orgs, calls) | peak RSS |");
         println!("|---|---|---|---|---|---|---|");
         for size in &args.sizes {

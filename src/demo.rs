@@ -39,6 +39,24 @@ pub async fn execute_sql(url: &str, sql: &str) -> Result<(), tokio_postgres::Err
     result
 }
 
+/// Create database `name` on a throwaway cluster with the Supabase stand-in loaded (the API
+/// roles, cluster-wide, are created first if missing); returns its URL. Not for concurrent use
+/// on one cluster: two role creations can race.
+///
+/// # Errors
+/// Connection or statement failure.
+pub async fn create_standin_database(
+    cluster: &LocalCluster,
+    name: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let admin = cluster.url("postgres");
+    execute_sql(&admin, SUPABASE_ROLES_SQL).await?;
+    execute_sql(&admin, &format!("CREATE DATABASE {name}")).await?;
+    let url = cluster.url(name);
+    execute_sql(&url, SUPABASE_STANDIN_SQL).await?;
+    Ok(url)
+}
+
 /// Run the demo and print its report.
 ///
 /// # Errors
@@ -71,18 +89,11 @@ pub async fn run(mut settings: Settings) -> Result<Exit, Error> {
 
 async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<Exit, Error> {
     let setup = |e: tokio_postgres::Error| Error::Other(format!("demo setup failed: {e}"));
-    execute_sql(&cluster.url("postgres"), SUPABASE_ROLES_SQL)
+    println!("Loading a Supabase stand-in as production has it (seed fix applied by hand)…");
+    let url = create_standin_database(cluster, DEMO_DATABASE)
         .await
         .map_err(setup)?;
-    execute_sql(
-        &cluster.url("postgres"),
-        &format!("CREATE DATABASE {DEMO_DATABASE}"),
-    )
-    .await
-    .map_err(setup)?;
-    let url = cluster.url(DEMO_DATABASE);
-    println!("Loading a Supabase stand-in as production has it (seed fix applied by hand)…");
-    for sql in [SUPABASE_STANDIN_SQL, SEED_FIX_SQL, DEMO_DATA_SQL] {
+    for sql in [SEED_FIX_SQL, DEMO_DATA_SQL] {
         execute_sql(&url, sql).await.map_err(setup)?;
     }
     let target = DatabaseTarget::parse("demo", Secret::new(url.clone()))?;

@@ -364,14 +364,7 @@ async fn daemon_runs_a_full_pass_as_the_least_privilege_role_which_can_write_not
     let user = db.user().await;
     db.member(user, drifted, 10).await;
     let orphan = db.call(user, None, "completed", Some(7), 1).await;
-    let login = format!("{}_login", db.name);
-    db.exec(&format!(
-        "CREATE ROLE {login} LOGIN IN ROLE synqall_reconciler"
-    ))
-    .await;
-    let url = db
-        .url
-        .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1);
+    let url = db.reconciler_login().await;
 
     let mut daemon = Daemon::start(&url, &[]);
     let finished = daemon.wait_for("reconcile pass finished", 1, 15).await;

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{connect, run_bin, Daemon};
-use synqall_reconciler::demo::{execute_sql, SUPABASE_ROLES_SQL, SUPABASE_STANDIN_SQL};
+use synqall_reconciler::demo::{create_standin_database, execute_sql};
 use synqall_reconciler::local_pg::LocalCluster;
 
 /// A dedicated cluster with a migrated stand-in database `app`.
@@ -15,14 +15,7 @@ async fn own_cluster() -> (Arc<LocalCluster>, String) {
         .await
         .unwrap()
         .expect("start a dedicated cluster");
-    execute_sql(&cluster.url("postgres"), SUPABASE_ROLES_SQL)
-        .await
-        .unwrap();
-    execute_sql(&cluster.url("postgres"), "CREATE DATABASE app")
-        .await
-        .unwrap();
-    let url = cluster.url("app");
-    execute_sql(&url, SUPABASE_STANDIN_SQL).await.unwrap();
+    let url = create_standin_database(&cluster, "app").await.unwrap();
     let out = run_bin(&["migrate"], &[("DATABASE_URL", url.as_str())], &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
     (Arc::new(cluster), url)
@@ -253,17 +246,13 @@ async fn statement_timeout_fails_the_pass_cleanly_with_nothing_half_written() {
     )
     .await;
     // As the least-privilege role, every calls row costs 10 ms to read: a "huge table".
-    let login = format!("{}_login", db.name);
-    db.exec(&format!(
-        "CREATE ROLE {login} LOGIN IN ROLE synqall_reconciler;
-         CREATE FUNCTION public.slow_true() RETURNS boolean LANGUAGE sql AS
+    let url = db.reconciler_login().await;
+    db.exec(
+        "CREATE FUNCTION public.slow_true() RETURNS boolean LANGUAGE sql AS
            $$ SELECT true FROM pg_sleep(0.01) $$;
-         ALTER POLICY synqall_reconciler_read ON public.calls USING (public.slow_true());"
-    ))
+         ALTER POLICY synqall_reconciler_read ON public.calls USING (public.slow_true());",
+    )
     .await;
-    let url = db
-        .url
-        .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1);
     let before = db.row_versions().await;
     let out = common::run_bin(
         &["--reconcile-now"],

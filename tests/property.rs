@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use synqall_reconciler::config::{DatabaseTarget, Secret, Settings};
 use synqall_reconciler::db::Database;
-use synqall_reconciler::demo::{execute_sql, SUPABASE_STANDIN_SQL};
+use synqall_reconciler::demo::{create_standin_database, execute_sql};
 use synqall_reconciler::reconcile::control::PassControl;
 use synqall_reconciler::reconcile::{run_once, PassOptions, PassOutcome, PassReport, RunMode};
 use uuid::Uuid;
@@ -308,16 +308,8 @@ fn one_pass_reaches_the_truth_a_second_changes_nothing_and_the_journal_replays()
     )
     .unwrap();
     runtime.block_on(async {
-        execute_sql(
-            &cluster.url("postgres"),
-            &format!("CREATE DATABASE {template}"),
-        )
-        .await
-        .unwrap();
-        execute_sql(&cluster.url(template), SUPABASE_STANDIN_SQL)
-            .await
-            .unwrap();
-        let target = DatabaseTarget::parse("test", Secret::new(cluster.url(template))).unwrap();
+        let url = create_standin_database(cluster, template).await.unwrap();
+        let target = DatabaseTarget::parse("test", Secret::new(url)).unwrap();
         synqall_reconciler::migrate(&settings, &target)
             .await
             .unwrap();

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::run_bin;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use synqall_reconciler::demo::{execute_sql, SUPABASE_ROLES_SQL, SUPABASE_STANDIN_SQL};
+use synqall_reconciler::demo::{create_standin_database, execute_sql};
 use synqall_reconciler::local_pg::{hand_to_server_user, ClusterOptions, LocalCluster};
 
 struct Pki {
@@ -70,15 +70,7 @@ async fn tls_works_with_the_ca_in_ca_file_and_fails_closed_without_it() {
         .await
         .unwrap()
         .expect("start a TLS cluster");
-    execute_sql(&cluster.url("postgres"), SUPABASE_ROLES_SQL)
-        .await
-        .unwrap();
-    execute_sql(&cluster.url("postgres"), "CREATE DATABASE tls")
-        .await
-        .unwrap();
-    execute_sql(&cluster.url("tls"), SUPABASE_STANDIN_SQL)
-        .await
-        .unwrap();
+    create_standin_database(&cluster, "tls").await.unwrap();
     // From now on the server accepts TCP connections only over TLS.
     std::fs::write(
         cluster.data_dir().join("pg_hba.conf"),

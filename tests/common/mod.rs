@@ -97,6 +97,18 @@ impl TestDb {
         db
     }
 
+    /// A login that is a member of the least-privilege role `synqall_reconciler` (migration
+    /// V3); returns a URL connecting as it.
+    pub async fn reconciler_login(&self) -> String {
+        let login = format!("{}_login", self.name);
+        self.exec(&format!(
+            "CREATE ROLE {login} LOGIN IN ROLE synqall_reconciler"
+        ))
+        .await;
+        self.url
+            .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1)
+    }
+
     pub async fn exec(&self, sql: &str) {
         self.client
             .batch_execute(sql)
@@ -246,19 +258,28 @@ impl Run {
     }
 }
 
-/// Run the binary with a clean environment: only PATH, the given variables, and
-/// `SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS=0` unless overridden.
-pub async fn run_bin(args: &[&str], base_env: &[(&str, &str)], env: &[(&str, &str)]) -> Run {
+/// The binary with a clean environment: only PATH, an empty config file (a machine's
+/// /etc/synqall-reconciler/config.toml cannot leak in), and `env`, later entries winning.
+fn binary<'a>(
+    args: &[&str],
+    env: impl IntoIterator<Item = &'a (&'a str, &'a str)>,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0")
-        // No /etc config in tests: an empty file instead of the system path.
         .env("SYNQALL_RECONCILER_CONFIG", empty_config_file());
-    for (k, v) in base_env.iter().chain(env) {
+    for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Run the binary with a clean environment: only PATH, the given variables, and
+/// `SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS=0` unless overridden.
+pub async fn run_bin(args: &[&str], base_env: &[(&str, &str)], env: &[(&str, &str)]) -> Run {
+    let settle_now = [("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0")];
+    let mut cmd = binary(args, settle_now.iter().chain(base_env).chain(env));
     let output = cmd
         .output()
         .await
@@ -308,15 +329,8 @@ impl Daemon {
     pub fn start(url: &str, env: &[(&str, &str)]) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
 
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SYNQALL_RECONCILER_CONFIG", empty_config_file())
-            .env("DATABASE_URL", url);
-        for (k, v) in FAST_DAEMON.iter().chain(env) {
-            cmd.env(k, v);
-        }
+        let target = [("DATABASE_URL", url)];
+        let mut cmd = binary(&["run"], target.iter().chain(FAST_DAEMON).chain(env));
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
