@@ -8,6 +8,8 @@
 //!   escaped (`org_name="Acme \"Q\" Ltd\n"` stays one line); other values are quoted only when
 //!   they contain spaces, quotes, `=` or control characters, so `action=repaired` reads as is.
 //! - Under systemd (`JOURNAL_STREAM` set) the timestamp is left out: the journal has its own.
+//! - JSON (`--log-format json`) carries the same fields as typed values: numbers are numbers, a
+//!   NULL counter is `null`, ids and free text are strings.
 
 use std::fmt::{self, Write as _};
 
@@ -252,7 +254,8 @@ fn render_json(
     object.insert("target".into(), event.metadata().target().into());
     for (name, value) in &fields.fields {
         let json = match value {
-            Value::Str(s) | Value::Display(s) => serde_json::Value::from(s.clone()),
+            Value::Str(s) => serde_json::Value::from(s.clone()),
+            Value::Display(s) => typed_display(s),
             Value::Int(i) => i64::try_from(*i)
                 .map(serde_json::Value::from)
                 .unwrap_or_else(|_| serde_json::Value::from(i.to_string())),
@@ -262,6 +265,19 @@ fn render_json(
         object.insert((*name).to_string(), json);
     }
     serde_json::Value::Object(object).to_string()
+}
+
+/// A `%value` field in JSON: our Display types print numbers as numbers and a missing value
+/// as `NULL` (e.g. a NULL `stored` counter), so those become JSON numbers and `null`; anything
+/// else (ids, error texts) stays a string. Free text recorded as `&str` is never converted.
+fn typed_display(s: &str) -> serde_json::Value {
+    if s == "NULL" {
+        return serde_json::Value::Null;
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n.to_string() == s => serde_json::Value::from(n),
+        _ => serde_json::Value::from(s),
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +296,14 @@ mod tests {
         assert!(!needs_quotes("0b6b9a4e-6c1f-4f7e-9a43-1f2a3b4c5d6e"));
         assert!(needs_quotes("two words"));
         assert!(needs_quotes(""));
+    }
+
+    #[test]
+    fn json_numbers_and_nulls_are_typed_but_free_text_is_not() {
+        assert_eq!(typed_display("NULL"), serde_json::Value::Null);
+        assert_eq!(typed_display("-42"), serde_json::json!(-42));
+        assert_eq!(typed_display("007"), serde_json::json!("007"));
+        assert_eq!(typed_display("0b6b9a4e-6c1f"), serde_json::json!("0b6b9a4e-6c1f"));
     }
 
     #[test]
