@@ -62,6 +62,12 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         limit: i64,
     },
+    /// Undo one run's corrections (counters and attributions), each only where the value is
+    /// still the one the run wrote; journalled as a run of its own. Idempotent.
+    Revert {
+        /// The run's id, as in its log lines and in `status`.
+        run_id: uuid::Uuid,
+    },
     /// Start a throwaway local PostgreSQL, load sample data with drift and orphans, run a pass,
     /// print the report, clean up.
     Demo,

@@ -13,6 +13,7 @@
 //! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
 //!   report).
 //! - [`status`]: the `status` command (recent passes from `reconciler.runs`).
+//! - [`revert`]: the `revert RUN_ID` command (undo one run's corrections, compare-and-set).
 //! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
 //! - [`demo`]: the Supabase stand-in schema and sample data.
 //!
@@ -25,6 +26,7 @@ pub mod db;
 pub mod demo;
 pub mod local_pg;
 pub mod reconcile;
+pub mod revert;
 pub mod status;
 pub mod telemetry;
 
@@ -43,8 +45,11 @@ pub enum Exit {
     Ok = 0,
     /// Error: database unreachable, not migrated, a failed pass.
     Error = 1,
-    /// Drift left unrepaired (dry run, lost races, refused or failed updates).
+    /// Drift left unrepaired (dry run, lost races, refused or failed updates); `doctor` found a
+    /// FAIL; `revert` skipped something that changed after the run.
     DriftLeft = 2,
+    /// Bad command line: unknown flag, malformed run id (EX_USAGE).
+    Usage = 64,
     /// Another instance holds the advisory lock (EX_TEMPFAIL).
     LockHeld = 75,
     /// Bad configuration (EX_CONFIG).
@@ -59,6 +64,8 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
+    Revert(#[from] revert::RevertError),
+    #[error(transparent)]
     LocalPg(#[from] local_pg::LocalPgError),
     #[error("interrupted")]
     Interrupted,
@@ -70,7 +77,9 @@ impl Error {
     /// The exit code this failure maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
+            Self::Config(_)
+            | Self::Db(DbError::Config(_))
+            | Self::Revert(revert::RevertError::Db(DbError::Config(_))) => Exit::Config,
             _ => Exit::Error,
         }
     }
@@ -103,6 +112,21 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
                 print!("{report}");
             }
             Ok(Exit::Ok)
+        }
+        (Some(Command::Revert { run_id }), _) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            let db = Database::new(&target, &settings)?;
+            match revert::revert(&db, &settings, *run_id).await? {
+                revert::RevertOutcome::LockHeld => Ok(Exit::LockHeld),
+                revert::RevertOutcome::Done(report) => {
+                    print!("{report}");
+                    Ok(if report.anything_skipped() {
+                        Exit::DriftLeft
+                    } else {
+                        Exit::Ok
+                    })
+                }
+            }
         }
         (None, true) => {
             let target = settings.database_target(cli.database_url.as_ref())?;

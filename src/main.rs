@@ -9,7 +9,19 @@ use synqall_reconciler::config::Settings;
 use synqall_reconciler::{telemetry, Exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors. A usage error is 64 (EX_USAGE), never 2:
+            // 2 means "drift left" to the scripts that run this.
+            return if e.use_stderr() {
+                ExitCode::from(Exit::Usage as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {

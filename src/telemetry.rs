@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(typed_display("NULL"), serde_json::Value::Null);
         assert_eq!(typed_display("-42"), serde_json::json!(-42));
         assert_eq!(typed_display("007"), serde_json::json!("007"));
-        assert_eq!(typed_display("0b6b9a4e-6c1f"), serde_json::json!("0b6b9a4e-6c1f"));
+        assert_eq!(
+            typed_display("0b6b9a4e-6c1f"),
+            serde_json::json!("0b6b9a4e-6c1f")
+        );
     }
 
     #[test]

@@ -117,7 +117,8 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
         [
             "applied V1__usage_tracking_fix",
             "applied V2__reconciler_journal",
-            "applied V3__reconciler_role"
+            "applied V3__reconciler_role",
+            "applied V4__revert_and_periods"
         ]
     );
     assert_hardened(&db).await;

@@ -562,7 +562,9 @@ async fn status_shows_the_run_id_of_the_pass_as_a_table_and_as_json() {
 #[tokio::test]
 async fn json_log_lines_all_parse_and_drift_events_carry_typed_fields() {
     let (db, d) = damaged_db().await;
-    let out = db.run(&["--log-format", "json", "--reconcile-now"], &[]).await;
+    let out = db
+        .run(&["--log-format", "json", "--reconcile-now"], &[])
+        .await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
 
     let events: Vec<serde_json::Value> = out

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reconciler_role",
         sql: include_str!("../../migrations/V3__reconciler_role.sql"),
     },
+    Migration {
+        version: 4,
+        name: "revert_and_periods",
+        sql: include_str!("../../migrations/V4__revert_and_periods.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).

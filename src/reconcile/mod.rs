@@ -23,7 +23,7 @@ use self::control::PassControl;
 use self::journal::RunStatus;
 use self::orphans::{Attribution, Decision};
 use self::queries::PassQueries;
-use self::report::{Correction, LineBudget};
+use self::report::{Correction, LineBudget, OptionalId};
 use self::usage::{OrgUsage, RepairAction, RepairContext};
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
@@ -590,17 +590,5 @@ fn is_connection_loss(e: &DbError) -> bool {
     match e {
         DbError::Query { source, .. } => source.is_closed() || source.code().is_none(),
         _ => true,
-    }
-}
-
-/// A user id that may be NULL, for log lines.
-struct OptionalId(Option<Uuid>);
-
-impl std::fmt::Display for OptionalId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(id) => write!(f, "{id}"),
-            None => f.write_str("NULL"),
-        }
     }
 }

@@ -72,6 +72,18 @@ impl fmt::Display for Stored {
     }
 }
 
+/// `NULL` or the id: how an optional id (a call's user, an attribution) reads in a log line.
+pub struct OptionalId(pub Option<Uuid>);
+
+impl fmt::Display for OptionalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("NULL"),
+        }
+    }
+}
+
 /// The `CRITICAL used_minutes drift …` line.
 pub fn log_drift(run_id: Uuid, org: &OrgUsage, source: Source, action: &RepairAction) {
     let reason = match action {
