@@ -62,6 +62,13 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         limit: i64,
     },
+    /// The incident checklist and the security checks, automated: OK/WARN/FAIL per check with
+    /// its numbers and fix. Exit 0 when nothing FAILs, 2 when something does. Writes nothing.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Undo one run's corrections (counters and attributions), each only where the value is
     /// still the one the run wrote; journalled as a run of its own. Idempotent.
     Revert {

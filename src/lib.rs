@@ -13,6 +13,7 @@
 //! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
 //!   report).
 //! - [`status`]: the `status` command (recent passes from `reconciler.runs`).
+//! - [`doctor`]: the `doctor` command (the incident checklist and security checks).
 //! - [`revert`]: the `revert RUN_ID` command (undo one run's corrections, compare-and-set).
 //! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
 //! - [`demo`]: the Supabase stand-in schema and sample data.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod doctor;
 pub mod local_pg;
 pub mod reconcile;
 pub mod revert;
@@ -112,6 +114,23 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
                 print!("{report}");
             }
             Ok(Exit::Ok)
+        }
+        (Some(Command::Doctor { json }), _) => {
+            let target = settings.database_target(cli.database_url.as_ref())?;
+            let db = Database::new(&target, &settings)?;
+            let report = doctor::doctor(&db, &settings, &target).await?;
+            if *json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::Other(format!("Failed to encode the report: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{report}");
+            }
+            Ok(if report.failed() {
+                Exit::DriftLeft
+            } else {
+                Exit::Ok
+            })
         }
         (Some(Command::Revert { run_id }), _) => {
             let target = settings.database_target(cli.database_url.as_ref())?;

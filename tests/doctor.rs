@@ -1,0 +1,276 @@
+//! `doctor` against real databases: the seed-only state FAILs on the function, a migrated and
+//! reconciled one has no FAIL, every FAIL names its fix, and doctor writes nothing.
+
+mod common;
+
+use common::{Run, TestDb};
+
+/// The check lines of a doctor report with the given verdict, as `(name and detail, fix)`.
+fn lines_with(out: &Run, verdict: &str) -> Vec<(String, Option<String>)> {
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(&format!("{verdict} ")))
+        .map(|(i, l)| {
+            let fix = lines
+                .get(i + 1)
+                .and_then(|next| next.trim_start().strip_prefix("fix: "))
+                .map(str::to_string);
+            (l.to_string(), fix)
+        })
+        .collect()
+}
+
+/// A few organizations, users and calls, with drift, an orphan and a user without organization.
+async fn with_activity(db: &TestDb) {
+    let acme = db.org("Acme", Some(3)).await;
+    let beta = db.org("Beta", Some(0)).await;
+    let u = db.user().await;
+    db.member(u, acme, 30).await;
+    db.completed_call(u, acme, 10).await;
+    db.call(u, None, "completed", Some(4), 1).await;
+    let v = db.user().await;
+    db.member(v, beta, 30).await;
+    db.completed_call(v, beta, 6).await;
+    db.user().await; // no organization
+}
+
+#[tokio::test]
+async fn seed_only_database_fails_on_the_function_and_is_clean_after_migrate_and_a_pass() {
+    let db = TestDb::seeded().await;
+    with_activity(&db).await;
+    let before = db.row_versions().await;
+    let out = db.run(&["doctor"], &[]).await;
+    assert_eq!(out.code(), 2, "{}{}", out.stdout, out.stderr);
+    // The function's input probes ran in rolled-back transactions: no row version changed.
+    assert_eq!(
+        db.row_versions().await,
+        before,
+        "doctor wrote to the application tables"
+    );
+
+    let fails = lines_with(&out, "FAIL");
+    let function = fails
+        .iter()
+        .find(|(l, _)| l.contains("increment_used_minutes"))
+        .unwrap_or_else(|| panic!("no FAIL for the function:\n{}", out.stdout));
+    for problem in [
+        "without a fixed search_path",
+        "PUBLIC may execute",
+        "anon may execute",
+        "accepts minutes_to_add = -5",
+        "accepts an unknown org_id without error",
+    ] {
+        assert!(
+            function.0.contains(problem),
+            "{problem} missing: {}",
+            function.0
+        );
+    }
+    assert!(
+        function
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("synqall-reconciler migrate"),
+        "{function:?}"
+    );
+    assert!(
+        fails
+            .iter()
+            .any(|(l, _)| l.contains("migrations") && l.contains("pending")),
+        "{}",
+        out.stdout
+    );
+    for (line, fix) in &fails {
+        assert!(
+            fix.as_ref().is_some_and(|f| !f.is_empty()),
+            "FAIL without a fix: {line}"
+        );
+    }
+    let warns = lines_with(&out, "WARN");
+    let index = warns
+        .iter()
+        .find(|(l, _)| l.contains("used_minutes index"))
+        .unwrap_or_else(|| panic!("the seed's index is not reported:\n{}", out.stdout));
+    assert!(
+        index.1.as_deref()
+            == Some("DROP INDEX CONCURRENTLY public.idx_organizations_used_minutes;"),
+        "{index:?}"
+    );
+    let migrate = db.run(&["migrate"], &[]).await;
+    assert_eq!(migrate.code(), 0, "{}", migrate.stderr);
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+
+    let after = db.run(&["doctor"], &[]).await;
+    assert_eq!(after.code(), 0, "{}{}", after.stdout, after.stderr);
+    assert!(lines_with(&after, "FAIL").is_empty(), "{}", after.stdout);
+    for ok in [
+        "increment_used_minutes",
+        "migrations",
+        "counters in sync",
+        "journal privileges",
+        "last successful pass",
+        "connection",
+    ] {
+        assert!(
+            lines_with(&after, "OK").iter().any(|(l, _)| l.contains(ok)),
+            "{ok} not OK:\n{}",
+            after.stdout
+        );
+    }
+    // Still worth a look, not a failure: the user without organization.
+    assert!(
+        lines_with(&after, "WARN")
+            .iter()
+            .any(|(l, _)| l.contains("orphaned users") && l.contains("1 user(s)")),
+        "{}",
+        after.stdout
+    );
+    assert!(after.stdout.contains("0 FAIL"), "{}", after.stdout);
+}
+
+#[tokio::test]
+async fn drift_and_orphans_are_warnings_with_numbers_and_json_parses() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    let before = db.row_versions().await;
+    let out = db.run(&["doctor", "--json"], &[]).await;
+    assert_eq!(
+        out.code(),
+        0,
+        "drift, orphans, no pass yet: WARNs only\n{}",
+        out.stdout
+    );
+    assert_eq!(db.row_versions().await, before);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("doctor --json");
+    let checks = report["checks"].as_array().expect("checks");
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {report}"))
+    };
+    let sync = find("counters in sync");
+    assert_eq!(sync["verdict"], "WARN", "{sync}");
+    let detail = sync["detail"].as_str().unwrap();
+    assert!(detail.starts_with("2 of 2 organizations drift"), "{detail}");
+    assert!(
+        detail.contains("\"Acme\" stored=3 expected=10 delta=7"),
+        "{detail}"
+    );
+    let orphans = find("orphaned calls");
+    assert_eq!(orphans["verdict"], "WARN");
+    assert!(orphans["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("1 completed and 0 other"));
+    assert_eq!(find("last successful pass")["verdict"], "WARN");
+    assert_eq!(find("increment_used_minutes")["verdict"], "OK");
+    let failed: Vec<&serde_json::Value> =
+        checks.iter().filter(|c| c["verdict"] == "FAIL").collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_reconciler_an_exposed_journal_and_a_missing_index_are_reported() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    // The last success was two hours ago; someone granted anon the journal; the index on
+    // calls(organization_id) is gone.
+    db.exec(
+        "UPDATE reconciler.runs SET started_at = now() - interval '2 hours',
+                                    finished_at = now() - interval '2 hours';
+         GRANT USAGE ON SCHEMA reconciler TO anon;
+         GRANT SELECT ON reconciler.adjustments TO anon;",
+    )
+    .await;
+    let indexes: Vec<String> = db
+        .client
+        .query(
+            "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a
+                ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE i.indrelid = 'public.calls'::regclass AND a.attname = 'organization_id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for index in indexes {
+        db.exec(&format!("DROP INDEX {index}")).await;
+    }
+    let out = db.run(&["doctor"], &[]).await;
+    assert_eq!(out.code(), 2, "{}", out.stdout);
+    let fails = lines_with(&out, "FAIL");
+    let stalled = fails
+        .iter()
+        .find(|(l, _)| l.contains("last successful pass"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        stalled
+            .0
+            .contains("older than alert.stalled_after_seconds = 1800"),
+        "{stalled:?}"
+    );
+    assert!(stalled
+        .1
+        .as_deref()
+        .unwrap()
+        .contains("journalctl -u synqall-reconciler"));
+    let exposed = fails
+        .iter()
+        .find(|(l, _)| l.contains("journal privileges"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        exposed.0.contains("anon can reach the reconciler schema"),
+        "{exposed:?}"
+    );
+    let index = lines_with(&out, "WARN")
+        .into_iter()
+        .find(|(l, _)| l.starts_with("WARN  indexes"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(
+        index.1.as_deref(),
+        Some("CREATE INDEX CONCURRENTLY IF NOT EXISTS calls_organization_id_idx ON public.calls (organization_id);")
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_not_a_report() {
+    let out = common::run_bin(
+        &["doctor"],
+        &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+        &[("SYNQALL_RECONCILER__DATABASE__CONNECT_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    assert_eq!(out.code(), 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains("Failed to connect"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_least_privilege_login_can_run_doctor() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    let login = db.reconciler_login().await;
+    let env = [("DATABASE_URL", login.as_str())];
+    let pass = common::run_bin(&["--reconcile-now"], &env, &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    let out = common::run_bin(&["doctor"], &env, &[]).await;
+    assert_eq!(out.code(), 0, "{}{}", out.stdout, out.stderr);
+    let function = lines_with(&out, "OK")
+        .into_iter()
+        .find(|(l, _)| l.contains("increment_used_minutes"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        function.0.contains("input checks not probed"),
+        "{function:?}"
+    );
+    assert!(!out.stdout.contains("not checked"), "{}", out.stdout);
+}
