@@ -55,6 +55,8 @@ pub struct AppSchema {
     pub metric_type: MinutesType,
     /// `user_organizations.created_at` exists: the "membership at call time" rule can apply.
     pub membership_created_at: bool,
+    /// `organizations.max_minutes_monthly` exists: over-quota warnings can apply.
+    pub max_minutes_monthly: bool,
 }
 
 /// Inspect `public`'s tables.
@@ -105,5 +107,6 @@ pub async fn inspect(client: &impl GenericClient) -> Result<AppSchema, DbError> 
         duration_type: minutes_type("calls", "duration_minutes")?,
         metric_type: minutes_type("usage_metrics", "metric_value")?,
         membership_created_at: find("user_organizations", "created_at").is_some(),
+        max_minutes_monthly: find("organizations", "max_minutes_monthly").is_some(),
     })
 }

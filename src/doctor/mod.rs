@@ -481,7 +481,7 @@ async fn usage_checks(client: &impl GenericClient, settings: &Settings) -> Vec<C
     const LEDGERS: &str = "ledgers agree";
     let scan = async {
         let app_schema = schema::inspect(client).await?;
-        let queries = PassQueries::new(&app_schema, settings.usage.rounding, settings.usage.source);
+        let queries = PassQueries::new(&app_schema, &settings.usage);
         let period_start = usage::period_start(settings.usage.period, chrono::Utc::now());
         usage::scan(client, &queries, period_start).await
     };

@@ -104,6 +104,7 @@ pub async fn close_run(
                 &n(report.orphans_fixed),
                 &n(report.orphans_left()),
                 &error,
+                &n(report.period_resets),
             ],
         )
         .await

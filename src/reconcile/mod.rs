@@ -87,6 +87,11 @@ pub struct PassReport {
     pub refused: u64,
     pub failed: u64,
     pub ledger_mismatches: u64,
+    /// Counters reset at the month boundary (calendar_month), and in a dry run those that would be.
+    pub period_resets: u64,
+    pub would_reset: u64,
+    /// Organizations over `max_minutes_monthly` (calendar_month).
+    pub over_quota: u64,
     /// Attributed (or, in a dry run, attributable) orphaned calls.
     pub orphans_fixed: u64,
     pub orphans_ambiguous: u64,
@@ -216,7 +221,7 @@ impl Pass<'_> {
         migrations::ensure_current(&**client).await?;
         let app_schema = schema::inspect(&**client).await?;
         let usage_settings = &self.settings.usage;
-        let queries = PassQueries::new(&app_schema, usage_settings.rounding, usage_settings.source);
+        let queries = PassQueries::new(&app_schema, usage_settings);
         let run_id = self.report.run_id;
         if !options.dry_run {
             journal::open_run(
@@ -438,21 +443,46 @@ impl Pass<'_> {
             }
         }
         mismatch_budget.finish(run_id, false);
-
-        let drifted: Vec<&OrgUsage> = scan
+        let mut quota_budget = self.budget("over quota");
+        for org in scan
             .disagreeing
             .iter()
+            .filter(|o| o.is_over_quota(settings.source))
+        {
+            self.report.over_quota += 1;
+            if quota_budget.allow() {
+                report::log_over_quota(run_id, org, settings.source);
+            }
+        }
+        quota_budget.finish(run_id, false);
+
+        let mut drifted_orgs: Vec<OrgUsage> = scan
+            .disagreeing
+            .into_iter()
             .filter(|o| o.is_drifted(settings.source))
             .collect();
-        self.report.drifted = drifted.len() as u64;
-        self.report_bad_durations(client, &drifted, period_start)
+        if let Some(start) = period_start {
+            self.period_rollover(client, queries, start, &mut drifted_orgs)
+                .await?;
+        }
+        let drifted: Vec<&OrgUsage> = drifted_orgs.iter().collect();
+        let real_drift: Vec<&OrgUsage> = drifted
+            .iter()
+            .copied()
+            .filter(|o| !o.is_period_reset())
+            .collect();
+        self.report.drifted = real_drift.len() as u64;
+        self.report_bad_durations(client, &real_drift, period_start)
             .await?;
-        let mut critical_budget = self.budget("used_minutes drift");
+        let mut budgets = RepairBudgets {
+            critical: self.budget("used_minutes drift"),
+            resets: self.budget("period reset"),
+        };
         if dry_run {
             for org in &drifted {
-                self.record(&mut critical_budget, org, &RepairAction::WouldRepair);
+                self.record(&mut budgets, org, &RepairAction::WouldRepair);
             }
-            critical_budget.finish(run_id, true);
+            budgets.finish(run_id);
             return Ok(());
         }
         if !drifted.is_empty() && settings.settle_seconds > 0 {
@@ -503,7 +533,7 @@ impl Pass<'_> {
                             .iter()
                             .find(|o| o.org_id == org_id)
                             .expect("actions are for the batch's organizations");
-                        self.record(&mut critical_budget, org, &action);
+                        self.record(&mut budgets, org, &action);
                     }
                 }
                 Err(e) if is_connection_loss(&e) => return Err(e),
@@ -518,8 +548,49 @@ impl Pass<'_> {
                 }
             }
         }
-        critical_budget.finish(run_id, true);
+        budgets.finish(run_id);
         self.report.repair_ms = elapsed_ms(repair_started);
+        Ok(())
+    }
+
+    /// Calendar month: say when this is the first pass of a new month, and mark the drifted
+    /// counters that hold the previous month plus this month (never reset at the boundary):
+    /// their correction is the period reset, logged at INFO, not a drift.
+    async fn period_rollover(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        queries: &PassQueries,
+        period_start: chrono::DateTime<chrono::Utc>,
+        drifted: &mut [OrgUsage],
+    ) -> Result<(), DbError> {
+        let run_id = self.report.run_id;
+        let history = client
+            .query_one(queries::PERIOD_HISTORY, &[&period_start])
+            .await
+            .context("read the passes of earlier periods")?;
+        let last_before: Option<chrono::DateTime<chrono::Utc>> = history.get(0);
+        let any_since: bool = history.get(1);
+        if let (Some(last_before), false) = (last_before, any_since) {
+            info!(
+                period_start = %period_start.to_rfc3339(),
+                previous_period_start = %usage::previous_period_start(period_start).to_rfc3339(),
+                last_pass_before = %last_before.to_rfc3339(),
+                %run_id,
+                "billing period rolled over: counters now cover the new calendar month"
+            );
+        }
+        let source = self.settings.usage.source;
+        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
+        let previous =
+            usage::previous_period_totals(&***client, queries, &ids, period_start).await?;
+        for org in drifted.iter_mut() {
+            if let Some(&minutes) = previous.get(&org.org_id) {
+                let never_reset = org.stored.map(i64::from) == Some(minutes + org.expected(source));
+                if minutes > 0 && never_reset {
+                    org.previous_period_minutes = Some(minutes);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -552,11 +623,15 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Count an action and log its CRITICAL line (within the budget).
-    fn record(&mut self, budget: &mut LineBudget, org: &OrgUsage, action: &RepairAction) {
+    /// Count an action and log its line (within the budgets): CRITICAL for a drift, INFO for
+    /// a period reset.
+    fn record(&mut self, budgets: &mut RepairBudgets, org: &OrgUsage, action: &RepairAction) {
         let source = self.settings.usage.source;
+        let reset = org.is_period_reset();
         match action {
+            RepairAction::Repaired { .. } if reset => self.report.period_resets += 1,
             RepairAction::Repaired { .. } => self.report.repaired += 1,
+            RepairAction::WouldRepair if reset => self.report.would_reset += 1,
             RepairAction::WouldRepair => self.report.would_repair += 1,
             RepairAction::LostRace { reason } => {
                 self.report.lost_race += 1;
@@ -577,11 +652,32 @@ impl Pass<'_> {
             org_name: org.name.clone(),
             stored: org.stored,
             expected: org.expected(source),
-            action: action.label(),
+            action: if reset {
+                "period reset"
+            } else {
+                action.label()
+            },
         });
-        if budget.allow() {
+        if reset {
+            if budgets.resets.allow() {
+                report::log_period_reset(self.report.run_id, org, source, action);
+            }
+        } else if budgets.critical.allow() {
             report::log_drift(self.report.run_id, org, source, action);
         }
+    }
+}
+
+/// Line caps for the repair step: CRITICAL drift lines and INFO period-reset lines.
+struct RepairBudgets {
+    critical: LineBudget,
+    resets: LineBudget,
+}
+
+impl RepairBudgets {
+    fn finish(&self, run_id: Uuid) {
+        self.critical.finish(run_id, true);
+        self.resets.finish(run_id, false);
     }
 }
 

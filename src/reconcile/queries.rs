@@ -3,7 +3,7 @@
 //! by [`crate::db::schema::inspect`] and on `usage.rounding`, and are filled in once per pass
 //! (integer columns are summed as they are, which keeps `sum(int4)` fast).
 
-use crate::config::{Rounding, Source};
+use crate::config::{Period, Rounding, Source, UsageSettings};
 use crate::db::schema::{AppSchema, MinutesType};
 
 pub const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
@@ -18,6 +18,9 @@ const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
 const CALL_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/call_fingerprints.sql");
 const METRIC_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/metric_fingerprints.sql");
 const ORPHANED_CALLS_TEMPLATE: &str = include_str!("sql/orphaned_calls.sql");
+const PREVIOUS_CALL_TOTALS_TEMPLATE: &str = include_str!("sql/previous_call_totals.sql");
+const PREVIOUS_METRIC_TOTALS_TEMPLATE: &str = include_str!("sql/previous_metric_totals.sql");
+pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
 
 /// The per-pass SQL, with the templates filled in.
 #[derive(Debug, Clone)]
@@ -25,11 +28,14 @@ pub struct PassQueries {
     pub drifted_orgs: String,
     pub fingerprints: String,
     pub orphaned_calls: String,
+    /// The truth ledger's totals over the previous calendar month (period rollover).
+    pub previous_totals: String,
 }
 
 impl PassQueries {
     /// Fill the templates for this schema and configuration.
-    pub fn new(schema: &AppSchema, rounding: Rounding, source: Source) -> Self {
+    pub fn new(schema: &AppSchema, usage: &UsageSettings) -> Self {
+        let (rounding, source) = (usage.rounding, usage.source);
         let call_total = call_total_expr(schema.duration_type, rounding);
         let metric_total = metric_total_expr(schema.metric_type, rounding);
         let (call_count, metric_count) = match source {
@@ -43,9 +49,23 @@ impl PassQueries {
                 .replace("{call_count}", call_count)
                 .replace("{metric_count}", metric_count)
         };
-        let (expected, fingerprints) = match source {
-            Source::Calls => ("calls_minutes", fill(CALL_FINGERPRINTS_TEMPLATE)),
-            Source::UsageMetrics => ("metrics_minutes", fill(METRIC_FINGERPRINTS_TEMPLATE)),
+        let (expected, fingerprints, previous_totals) = match source {
+            Source::Calls => (
+                "calls_minutes",
+                fill(CALL_FINGERPRINTS_TEMPLATE),
+                fill(PREVIOUS_CALL_TOTALS_TEMPLATE),
+            ),
+            Source::UsageMetrics => (
+                "metrics_minutes",
+                fill(METRIC_FINGERPRINTS_TEMPLATE),
+                fill(PREVIOUS_METRIC_TOTALS_TEMPLATE),
+            ),
+        };
+        // A quota is monthly: compared only when the counter covers a calendar month.
+        let quota = if usage.period == Period::CalendarMonth && schema.max_minutes_monthly {
+            "o.max_minutes_monthly"
+        } else {
+            "NULL::integer"
         };
         let membership_created_at = if schema.membership_created_at {
             "m.created_at"
@@ -53,8 +73,11 @@ impl PassQueries {
             "NULL::timestamptz"
         };
         Self {
-            drifted_orgs: fill(DRIFTED_ORGS_TEMPLATE).replace("{expected}", expected),
+            drifted_orgs: fill(DRIFTED_ORGS_TEMPLATE)
+                .replace("{expected}", expected)
+                .replace("{quota}", quota),
             fingerprints,
+            previous_totals,
             orphaned_calls: ORPHANED_CALLS_TEMPLATE
                 .replace("{membership_created_at}", membership_created_at),
         }
@@ -112,16 +135,33 @@ mod tests {
                 duration_type: MinutesType::Integer,
                 metric_type: MinutesType::Fractional,
                 membership_created_at: true,
+                max_minutes_monthly: true,
             },
             AppSchema {
                 duration_type: MinutesType::Fractional,
                 metric_type: MinutesType::BigInt,
                 membership_created_at: false,
+                max_minutes_monthly: false,
             },
         ] {
-            for source in [Source::Calls, Source::UsageMetrics] {
-                let q = PassQueries::new(&schema, Rounding::Round, source);
-                for text in [&q.drifted_orgs, &q.fingerprints, &q.orphaned_calls] {
+            for (source, period) in [
+                (Source::Calls, Period::AllTime),
+                (Source::UsageMetrics, Period::CalendarMonth),
+            ] {
+                let usage = UsageSettings {
+                    period,
+                    source,
+                    rounding: Rounding::Round,
+                    settle_seconds: 0,
+                    batch_size: 1,
+                };
+                let q = PassQueries::new(&schema, &usage);
+                for text in [
+                    &q.drifted_orgs,
+                    &q.fingerprints,
+                    &q.orphaned_calls,
+                    &q.previous_totals,
+                ] {
                     // '{}' is the empty-array literal; no other brace may survive.
                     assert!(!text.replace("'{}'", "").contains('{'), "{text}");
                 }

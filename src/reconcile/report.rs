@@ -106,6 +106,39 @@ pub fn log_drift(run_id: Uuid, org: &OrgUsage, source: Source, action: &RepairAc
     );
 }
 
+/// The INFO line for a counter reset at the month boundary: expected, so not CRITICAL.
+pub fn log_period_reset(run_id: Uuid, org: &OrgUsage, source: Source, action: &RepairAction) {
+    let action = match action {
+        RepairAction::Repaired { .. } => "reset",
+        RepairAction::WouldRepair => "would_reset",
+        other => other.label(),
+    };
+    info!(
+        org_id = %org.org_id,
+        org_name = org.name.as_str(),
+        stored = %Stored(org.stored),
+        expected = org.expected(source),
+        previous_period_minutes = org.previous_period_minutes.unwrap_or(0),
+        action,
+        %run_id,
+        "billing period rollover: used_minutes reset to this month's usage"
+    );
+}
+
+/// The WARN line for an organization over its monthly quota.
+pub fn log_over_quota(run_id: Uuid, org: &OrgUsage, source: Source) {
+    let quota = org.quota.unwrap_or(0);
+    warn!(
+        org_id = %org.org_id,
+        org_name = org.name.as_str(),
+        used = org.expected(source),
+        max_minutes_monthly = quota,
+        over_by = org.expected(source) - i64::from(quota),
+        %run_id,
+        "organization over its monthly quota"
+    );
+}
+
 /// The `ERROR Failed to update organization …` line.
 pub fn log_update_failed(run_id: Uuid, org_id: Uuid, error: &str) {
     tracing::error!(%org_id, error, %run_id, "Failed to update organization");
@@ -137,6 +170,8 @@ pub fn log_summary(report: &PassReport) {
         refused = report.refused,
         failed = report.failed,
         would_repair = report.would_repair,
+        period_resets = report.period_resets + report.would_reset,
+        over_quota = report.over_quota,
         ledger_mismatches = report.ledger_mismatches,
         dry_run = report.dry_run,
         cancelled = report.cancelled,
@@ -176,6 +211,17 @@ impl fmt::Display for PassReport {
         } else {
             row(f, "  repaired", self.repaired)?;
             row(f, "  left for the next pass (still moving)", self.lost_race)?;
+        }
+        if self.period_resets + self.would_reset > 0 {
+            let label = if self.dry_run {
+                "  would reset (new calendar month, not drift)"
+            } else {
+                "reset for the new calendar month (not drift)"
+            };
+            row(f, label, self.period_resets + self.would_reset)?;
+        }
+        if self.over_quota > 0 {
+            row(f, "over max_minutes_monthly", self.over_quota)?;
         }
         if self.refused + self.failed > 0 {
             row(f, "  refused (out of range)", self.refused)?;

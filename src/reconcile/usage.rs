@@ -37,9 +37,34 @@ pub struct OrgUsage {
     pub calls_minutes: i64,
     pub metric_count: i64,
     pub metrics_minutes: i64,
+    /// `max_minutes_monthly` when the period is a calendar month, else `None`.
+    pub quota: Option<i32>,
+    /// Set when the counter holds the previous month's total plus this month's: it was never
+    /// reset at the month boundary (a period rollover, repaired without a CRITICAL line).
+    pub previous_period_minutes: Option<i64>,
 }
 
 impl OrgUsage {
+    /// Over `max_minutes_monthly` by the truth ledger (calendar-month period only).
+    pub fn is_over_quota(&self, source: Source) -> bool {
+        self.quota
+            .is_some_and(|quota| self.expected(source) > i64::from(quota))
+    }
+
+    /// The correction is the month-boundary reset, not a drift.
+    pub fn is_period_reset(&self) -> bool {
+        self.previous_period_minutes.is_some()
+    }
+
+    /// The journal's `reason` for this organization's correction.
+    pub fn reason(&self) -> &'static str {
+        if self.is_period_reset() {
+            "period_rollover"
+        } else {
+            "drift"
+        }
+    }
+
     /// Minutes the counter should hold, by the configured truth ledger.
     pub fn expected(&self, source: Source) -> i64 {
         match source {
@@ -103,6 +128,47 @@ pub fn period_start(period: Period, now: DateTime<Utc>) -> Option<DateTime<Utc>>
     }
 }
 
+/// First instant of the calendar month before the one starting at `period_start`.
+pub fn previous_period_start(period_start: DateTime<Utc>) -> DateTime<Utc> {
+    let date = period_start.date_naive();
+    let previous = if date.month() == 1 {
+        date.with_year(date.year() - 1)
+            .and_then(|d| d.with_month(12))
+    } else {
+        date.with_month(date.month() - 1)
+    };
+    previous
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("day 1 of the previous month always exists")
+        .and_utc()
+}
+
+/// The truth ledger's previous-month totals of the given organizations.
+///
+/// # Errors
+/// The query failed.
+pub async fn previous_period_totals(
+    client: &impl GenericClient,
+    queries: &PassQueries,
+    orgs: &[Uuid],
+    period_start: DateTime<Utc>,
+) -> Result<HashMap<Uuid, i64>, DbError> {
+    if orgs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let previous_start = previous_period_start(period_start);
+    Ok(client
+        .query(
+            queries.previous_totals.as_str(),
+            &[&orgs, &previous_start, &period_start],
+        )
+        .await
+        .context("read the previous month's totals")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 /// Compare every organization's counter with both ledgers, in the database.
 ///
 /// # Errors
@@ -130,6 +196,8 @@ pub async fn scan(
                 calls_minutes: row.get("calls_minutes"),
                 metric_count: row.get("metric_count"),
                 metrics_minutes: row.get("metrics_minutes"),
+                quota: row.get("quota"),
+                previous_period_minutes: None,
             });
         }
     }
@@ -280,6 +348,7 @@ pub async fn repair_batch(
         let new: Vec<i32> = writes.iter().map(|(_, n)| *n).collect();
         let calls: Vec<i64> = writes.iter().map(|(o, _)| o.calls_minutes).collect();
         let metrics: Vec<i64> = writes.iter().map(|(o, _)| o.metrics_minutes).collect();
+        let reasons: Vec<&str> = writes.iter().map(|(o, _)| o.reason()).collect();
         let written: Vec<Uuid> = tx
             .query(
                 APPLY_REPAIRS,
@@ -292,6 +361,7 @@ pub async fn repair_batch(
                     &ctx.run_id,
                     &ctx.period.as_str(),
                     &ctx.period_start,
+                    &reasons,
                 ],
             )
             .await
@@ -329,7 +399,33 @@ mod tests {
             calls_minutes: calls,
             metric_count: 2,
             metrics_minutes: metrics,
+            quota: None,
+            previous_period_minutes: None,
         }
+    }
+
+    #[test]
+    fn previous_month_wraps_the_year() {
+        let jan = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            previous_period_start(jan),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
+        let mar = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            previous_period_start(mar),
+            Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn over_quota_only_with_a_quota() {
+        let mut o = org(Some(0), 700, 700);
+        assert!(!o.is_over_quota(Source::Calls));
+        o.quota = Some(600);
+        assert!(o.is_over_quota(Source::Calls));
+        o.quota = Some(700);
+        assert!(!o.is_over_quota(Source::Calls));
     }
 
     #[test]

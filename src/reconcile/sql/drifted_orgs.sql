@@ -10,6 +10,8 @@
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
 --   {call_count}, {metric_count}  count(*) for the truth ledger (its fingerprint), 0 for the
 --                     other: every aggregate costs per row, and only the truth's count is used
+--   {quota}           o.max_minutes_monthly with usage.period = calendar_month (and the column
+--                     present), else NULL::integer: over-quota organizations are returned too
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 WITH call_totals AS (
   SELECT c.organization_id,
@@ -39,17 +41,19 @@ compared AS (
          COALESCE(ct.call_count, 0) AS call_count,
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
-         COALESCE(mt.metric_minutes, 0) AS metrics_minutes
+         COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
+         {quota} AS quota
     FROM public.organizations o
     LEFT JOIN call_totals ct ON ct.organization_id = o.id
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
 )
 SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
-       metrics_minutes, 0::bigint AS unowned_metric_minutes
+       metrics_minutes, quota, 0::bigint AS unowned_metric_minutes
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR calls_minutes <> metrics_minutes
+    OR {expected} > quota
 UNION ALL
-SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL,
+SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0)
   FROM compared
