@@ -84,6 +84,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub alert: AlertSettings,
+    /// Absent from most configs: the endpoint is off unless `metrics.listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +148,21 @@ pub struct ShutdownSettings {
 pub struct AlertSettings {
     pub stalled_after_seconds: u64,
     pub max_critical_lines_per_pass: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` of the Prometheus endpoint; `None` (the default) serves nothing.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+impl MetricsSettings {
+    /// The validated listen address, if the endpoint is on.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_deref().and_then(|l| l.parse().ok())
+    }
 }
 
 /// The billing period a counter covers.
@@ -312,6 +330,14 @@ impl Settings {
         }
         if self.database.pool_size > 64 {
             return Err(ConfigError::key("database.pool_size", "must be at most 64"));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::key(
+                    "metrics.listen",
+                    format!("{listen:?} is not an address:port such as \"127.0.0.1:9464\""),
+                ));
+            }
         }
         if let Err(message) = crate::daemon::schedule::Schedule::parse(&self.schedule.cron) {
             return Err(ConfigError::key("schedule.cron", message));
@@ -499,6 +525,26 @@ mod tests {
         assert_eq!(s.usage.settle_seconds, 30);
         assert_eq!(s.schedule.cron, "0 */5 * * * *");
         assert_eq!(s.alert.max_critical_lines_per_pass, 200);
+        assert_eq!(s.metrics.listen_addr(), None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metrics_listen_must_be_an_address_with_a_port() {
+        let s = Settings::load_from(
+            None,
+            env(&[("SYNQALL_RECONCILER__METRICS__LISTEN", "127.0.0.1:9464")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.metrics.listen_addr(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let e = Settings::load_from(
+            None,
+            env(&[("SYNQALL_RECONCILER__METRICS__LISTEN", "localhost")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("metrics.listen"), "{e}");
     }
 
     #[test]

@@ -183,19 +183,26 @@ async fn reconciler_backend_terminated_mid_batch_converges_without_double_repair
     db.exec(SLOW_DRIFT_SQL).await;
     let mut daemon = Daemon::start(&db.url, SMALL_BATCHES);
     daemon.wait_for("action=repaired", 30, 20).await;
-    // The backend running a repair batch (it sits in the slow trigger).
+    // The backend running a repair batch: it sits in the slow trigger's pg_sleep. (Matched by
+    // wait event, not query text: pg_stat_activity truncates the text at 1 kB.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let killed: i64 = loop {
         let n: i64 = db
             .scalar(&format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                   WHERE datname = '{}' AND application_name = 'synqall-reconciler'
-                    AND state = 'active' AND query LIKE '%reconciler.adjustments%'",
+                    AND state = 'active' AND wait_event = 'PgSleep'",
                 db.name
             ))
             .await;
         if n > 0 {
             break n;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no repair batch caught in its slow trigger within 20 s:\n{}",
+            daemon.lines().join("\n")
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     assert_eq!(killed, 1);

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{connect, TestDb};
+use synqall_reconciler::db::migrations;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -134,7 +135,7 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
     let applied: i64 = db
         .scalar("SELECT count(*) FROM reconciler.schema_migrations")
         .await;
-    assert_eq!(applied, 3);
+    assert_eq!(applied, migrations::MIGRATIONS.len() as i64);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 //! - [`notify`]: READY / STATUS / STOPPING / progress-based WATCHDOG.
 //! - [`shutdown`]: SIGTERM / SIGINT / SIGHUP.
 //! - [`health`]: the "stalled" alert.
+//! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`ticker`]: when the idle loop wakes (ticks, overdue passes, heartbeats).
 //!
 //! Shutdown: scheduling stops at once; a running pass gets `shutdown.timeout_seconds` to finish,
@@ -13,6 +14,7 @@
 //! its run as `cancelled`; the advisory lock is released when the pass ends.
 
 pub mod health;
+pub mod metrics;
 pub mod notify;
 pub mod schedule;
 pub mod shutdown;
@@ -21,12 +23,13 @@ pub mod ticker;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::health::Health;
+use self::metrics::Metrics;
 use self::notify::Notifier;
 use self::schedule::Schedule;
 use self::ticker::{Ticker, Wake};
@@ -66,6 +69,16 @@ pub async fn run(
         message,
     })?;
     let db = Database::new(&target, &settings)?;
+    let metrics = Arc::new(Metrics::default());
+    let metrics_server = match settings.metrics.listen_addr() {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await.map_err(|e| {
+                Error::Other(format!("Failed to listen on metrics.listen = {addr}: {e}"))
+            })?;
+            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
+        }
+        None => None,
+    };
     let (tick_tx, ticks) = mpsc::channel::<()>(1);
     let pass_running = Arc::new(AtomicBool::new(false));
     let mut scheduler = schedule
@@ -136,6 +149,7 @@ pub async fn run(
             mode: RunMode::Daemon,
             dry_run: false,
         };
+        let pass_started = Instant::now();
         let pass = reconcile::run_once(&db, &settings, options, &control);
         tokio::pin!(pass);
         let mut stopping = false;
@@ -149,6 +163,7 @@ pub async fn run(
         pass_running.store(false, Ordering::SeqCst);
         ticker.pass_finished();
         if let Some(result) = result {
+            metrics.record(&result, pass_started.elapsed());
             record(result, &mut health);
         }
         if stopping {
@@ -160,6 +175,9 @@ pub async fn run(
     info!("daemon stopping");
     let _ = scheduler.shutdown().await;
     if let Some(task) = watchdog {
+        task.abort();
+    }
+    if let Some(task) = metrics_server {
         task.abort();
     }
     Ok(())
