@@ -106,26 +106,14 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             let target = settings.database_target(cli.database_url.as_ref())?;
             let db = Database::new(&target, &settings)?;
             let report = status::status(&db, *limit).await?;
-            if *json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::Other(format!("Failed to encode the status: {e}")))?;
-                println!("{text}");
-            } else {
-                print!("{report}");
-            }
+            print_report(&report, *json)?;
             Ok(Exit::Ok)
         }
         (Some(Command::Doctor { json }), _) => {
             let target = settings.database_target(cli.database_url.as_ref())?;
             let db = Database::new(&target, &settings)?;
             let report = doctor::doctor(&db, &settings, &target).await?;
-            if *json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::Other(format!("Failed to encode the report: {e}")))?;
-                println!("{text}");
-            } else {
-                print!("{report}");
-            }
+            print_report(&report, *json)?;
             Ok(if report.failed() {
                 Exit::DriftLeft
             } else {
@@ -161,6 +149,21 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// A command's report on stdout: its table, or JSON with `--json`.
+fn print_report<R>(report: &R, json: bool) -> Result<(), Error>
+where
+    R: serde::Serialize + std::fmt::Display,
+{
+    if json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| Error::Other(format!("Failed to encode the report as JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 /// Apply pending migrations; returns what was applied (empty when current).

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use synqall_reconciler::cli::Cli;
-use synqall_reconciler::config::Settings;
+use synqall_reconciler::config::{LogFormat, Settings};
 use synqall_reconciler::{telemetry, Exit};
 
 fn main() -> ExitCode {
@@ -25,8 +25,18 @@ fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
-            // Logging is not set up yet (its settings are part of what failed): plain stderr.
-            eprintln!("ERROR {e}");
+            // The configured log settings are part of what failed. Asked for JSON on the
+            // command line: still one JSON object, so every line a collector sees parses.
+            if cli.log_format == Some(LogFormat::Json) {
+                telemetry::init(LogFormat::Json, "info");
+                tracing::error!(
+                    error = e.to_string().as_str(),
+                    exit_code = Exit::Config as u8,
+                    "invalid configuration"
+                );
+            } else {
+                eprintln!("ERROR {e}");
+            }
             return ExitCode::from(Exit::Config as u8);
         }
     };

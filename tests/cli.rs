@@ -45,6 +45,26 @@ async fn bad_config_value_exits_78_naming_the_key_before_touching_the_database()
 }
 
 #[tokio::test]
+async fn bad_config_with_json_logs_is_one_json_line() {
+    let out = run_bin(
+        &["--log-format", "json", "--reconcile-now"],
+        &[("DATABASE_URL", unreachable_url().as_str())],
+        &[("SYNQALL_RECONCILER__USAGE__PERIOD", "weekly")],
+    )
+    .await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(event["level"], "ERROR");
+    assert_eq!(event["exit_code"], 78);
+    assert!(
+        event["error"].as_str().unwrap().contains("usage.period"),
+        "{event}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_config_file_exits_78() {
     let out = once_with_config_file("[usage\nperiod = ").await;
     assert_eq!(out.code(), 78, "{}", out.stderr);

@@ -371,14 +371,7 @@ async fn dry_run_reports_drift_writes_nothing_and_exits_2() {
 #[tokio::test]
 async fn lock_held_by_another_session_exits_75_and_writes_nothing() {
     let (db, _) = damaged_db().await;
-    let other = common::connect(&db.url).await;
-    other
-        .query(
-            "SELECT pg_advisory_lock($1)",
-            &[&7_356_172_090_143_225_001_i64],
-        )
-        .await
-        .unwrap();
+    let _holder = db.hold_reconciler_lock().await;
     let before = db.row_versions().await;
     let out = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(out.code(), 75, "{}", out.stderr);

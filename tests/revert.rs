@@ -3,20 +3,17 @@
 
 mod common;
 
-use common::{Run, TestDb};
+use common::TestDb;
 use uuid::Uuid;
 
-/// The run id of a pass, from its summary log line.
-fn run_id_of(out: &Run) -> Uuid {
-    let line = out.grep("reconcile pass finished");
-    let line = line
-        .first()
-        .unwrap_or_else(|| panic!("no summary:\n{}", out.stderr));
-    let id = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("run_id="))
-        .expect("run_id field");
-    id.parse().expect("run_id is a uuid")
+/// Rows in the reconciler's journal tables together.
+async fn journal_rows(db: &TestDb) -> i64 {
+    db.scalar(
+        "SELECT (SELECT count(*) FROM reconciler.adjustments)
+              + (SELECT count(*) FROM reconciler.call_repairs)
+              + (SELECT count(*) FROM reconciler.runs)",
+    )
+    .await
 }
 
 struct Fixture {
@@ -68,7 +65,7 @@ async fn revert_restores_exactly_what_the_run_changed_skips_later_changes_and_is
     let db = &f.db;
     let pass = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(pass.code(), 0, "{}", pass.stderr);
-    let run_id = run_id_of(&pass);
+    let run_id = pass.run_id();
     assert_eq!(db.used_minutes(f.lost).await, Some(39));
     assert_eq!(db.used_minutes(f.null_counter).await, Some(7));
     assert_eq!(db.used_minutes(f.later_changed).await, Some(12));
@@ -208,9 +205,7 @@ async fn revert_restores_exactly_what_the_run_changed_skips_later_changes_and_is
 
     // Second revert: nothing changes, nothing is written.
     let before = db.row_versions().await;
-    let journal_rows: i64 = db
-        .scalar("SELECT (SELECT count(*) FROM reconciler.adjustments) + (SELECT count(*) FROM reconciler.call_repairs) + (SELECT count(*) FROM reconciler.runs)")
-        .await;
+    let journal_rows = journal_rows(db).await;
     let again = db.run(&["revert", &run_id.to_string()], &[]).await;
     assert_eq!(
         again.code(),
@@ -233,10 +228,11 @@ async fn revert_restores_exactly_what_the_run_changed_skips_later_changes_and_is
         before,
         "second revert wrote to organizations/calls"
     );
-    let journal_rows_after: i64 = db
-        .scalar("SELECT (SELECT count(*) FROM reconciler.adjustments) + (SELECT count(*) FROM reconciler.call_repairs) + (SELECT count(*) FROM reconciler.runs)")
-        .await;
-    assert_eq!(journal_rows_after, journal_rows);
+    assert_eq!(
+        self::journal_rows(db).await,
+        journal_rows,
+        "second revert journalled something"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +240,7 @@ async fn a_counter_corrected_again_by_a_later_run_is_not_undone() {
     let f = fixture().await;
     let db = &f.db;
     let first = db.run(&["--reconcile-now"], &[]).await;
-    let first_id = run_id_of(&first);
+    let first_id = first.run_id();
     // A lost increment after the first pass; the second pass corrects the same counter again.
     let user = db.user().await;
     db.member(user, f.lost, 10).await;
@@ -263,7 +259,7 @@ async fn a_counter_corrected_again_by_a_later_run_is_not_undone() {
     assert!(
         revert.stdout.contains(&format!(
             "corrected again by the later run {}",
-            run_id_of(&second)
+            second.run_id()
         )),
         "{}",
         revert.stdout
@@ -281,7 +277,7 @@ async fn a_clean_revert_exits_0_and_unknown_or_malformed_ids_are_refused() {
     let f = fixture().await;
     let db = &f.db;
     let pass = db.run(&["--reconcile-now"], &[]).await;
-    let run_id = run_id_of(&pass);
+    let run_id = pass.run_id();
     let revert = db.run(&["revert", &run_id.to_string()], &[]).await;
     assert_eq!(revert.code(), 0, "{}{}", revert.stdout, revert.stderr);
     assert_eq!(db.used_minutes(f.lost).await, Some(10));
@@ -311,15 +307,8 @@ async fn revert_waits_for_no_pass_it_exits_75_while_the_lock_is_held() {
     let f = fixture().await;
     let db = &f.db;
     let pass = db.run(&["--reconcile-now"], &[]).await;
-    let run_id = run_id_of(&pass);
-    let other = common::connect(&db.url).await;
-    other
-        .query(
-            "SELECT pg_advisory_lock($1)",
-            &[&7_356_172_090_143_225_001_i64],
-        )
-        .await
-        .unwrap();
+    let run_id = pass.run_id();
+    let _holder = db.hold_reconciler_lock().await;
     let before = db.row_versions().await;
     let out = db.run(&["revert", &run_id.to_string()], &[]).await;
     assert_eq!(out.code(), 75, "{}", out.stderr);

@@ -233,6 +233,21 @@ impl TestDb {
             .collect()
     }
 
+    /// Hold the reconciler's advisory lock (default key) on a session of its own, as a running
+    /// pass elsewhere would, until the returned client is dropped.
+    #[allow(dead_code)] // not every test binary needs it
+    pub async fn hold_reconciler_lock(&self) -> Client {
+        let other = connect(&self.url).await;
+        other
+            .query(
+                "SELECT pg_advisory_lock($1)",
+                &[&7_356_172_090_143_225_001_i64],
+            )
+            .await
+            .expect("take the advisory lock");
+        other
+    }
+
     /// Run the real binary against this database, settle time 0 unless `env` says otherwise.
     pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         run_bin(args, &[("DATABASE_URL", self.url.as_str())], env).await
@@ -255,6 +270,20 @@ impl Run {
     /// stderr lines containing `needle`, as `grep needle` would print them.
     pub fn grep(&self, needle: &str) -> Vec<&str> {
         self.stderr.lines().filter(|l| l.contains(needle)).collect()
+    }
+
+    /// The run id of the pass, from its `reconcile pass finished` line.
+    #[allow(dead_code)] // not every test binary looks at run ids
+    pub fn run_id(&self) -> uuid::Uuid {
+        let summary = self.grep("reconcile pass finished");
+        let line = summary
+            .first()
+            .unwrap_or_else(|| panic!("no summary line:\n{}", self.stderr));
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix("run_id="))
+            .expect("a run_id field")
+            .parse()
+            .expect("run_id is a uuid")
     }
 }
 
