@@ -28,6 +28,10 @@ pub struct RunSummary {
     pub orphans_fixed: Option<i32>,
     pub orphans_left: Option<i32>,
     pub error: Option<String>,
+    /// For a `revert` run: the run it undid.
+    pub reverted_run_id: Option<Uuid>,
+    /// Counters reset at a calendar-month boundary (not drift).
+    pub period_resets: Option<i32>,
 }
 
 /// What `status` prints.
@@ -68,6 +72,8 @@ pub async fn status(db: &Database, limit: i64) -> Result<StatusReport, DbError> 
             orphans_fixed: r.get(11),
             orphans_left: r.get(12),
             error: r.get(13),
+            reverted_run_id: r.get(16),
+            period_resets: r.get(17),
         })
         .collect();
     Ok(StatusReport {
@@ -81,6 +87,21 @@ pub async fn status(db: &Database, limit: i64) -> Result<StatusReport, DbError> 
 
 fn or_dash<T: fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// What the status column adds: the error, the run a revert undid, month resets.
+fn run_note(run: &RunSummary) -> String {
+    let mut note = String::new();
+    if let Some(error) = &run.error {
+        note.push_str(&format!(": {error}"));
+    }
+    if let Some(reverted) = run.reverted_run_id {
+        note.push_str(&format!(" (reverted {reverted})"));
+    }
+    if let Some(resets) = run.period_resets.filter(|n| *n > 0) {
+        note.push_str(&format!(" ({resets} month resets)"));
+    }
+    note
 }
 
 impl fmt::Display for StatusReport {
@@ -125,10 +146,7 @@ impl fmt::Display for StatusReport {
                 or_dash(run.orphans_fixed),
                 or_dash(run.orphans_left),
                 run.status,
-                run.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                run_note(run)
             )?;
         }
         Ok(())

@@ -203,6 +203,17 @@ async fn revert_restores_exactly_what_the_run_changed_skips_later_changes_and_is
     };
     assert_eq!(call_journal, (f.orphan, Some(f.lost), None));
 
+    // status shows the revert as a run of its own, naming the run it undid.
+    let status = db.run(&["status"], &[]).await;
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.contains(" revert ") && l.contains(&format!("ok (reverted {run_id})"))),
+        "{}",
+        status.stdout
+    );
+
     // Second revert: nothing changes, nothing is written.
     let before = db.row_versions().await;
     let journal_rows = journal_rows(db).await;

@@ -5,7 +5,8 @@ SELECT r.id, r.mode, r.host, r.started_at, r.finished_at,
        r.orphans_left, r.error,
        (SELECT max(finished_at) FROM reconciler.runs
          WHERE status = 'ok' AND mode <> 'revert') AS last_success_at,
-       now() AS now
+       now() AS now,
+       r.reverted_run_id, r.period_resets
   FROM reconciler.runs r
  ORDER BY r.started_at DESC
  LIMIT $1
