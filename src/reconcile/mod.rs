@@ -2,9 +2,12 @@
 //! `--reconcile-now`, `demo` and the tests.
 //!
 //! Order of work: take the advisory lock (or skip), check migrations and schema, open the run
-//! row, attribute orphaned calls, compare counters with the ledgers, wait for drift to settle,
-//! confirm and repair in batches (re-checking the lock before each), close the run row, log the
-//! summary. Modules: [`orphans`], [`usage`], [`journal`], [`report`], [`queries`].
+//! row, attribute orphaned calls, compare counters with the ledgers (with a calendar-month
+//! period also: over-quota warnings, and counters never reset at the month boundary marked as
+//! period resets rather than drift), wait for drift to settle, confirm and repair in batches
+//! (re-checking the lock before each), close the run row, log the summary.
+//!
+//! Modules: [`orphans`], [`usage`], [`journal`], [`report`], [`queries`].
 
 pub mod control;
 pub mod journal;
