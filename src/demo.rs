@@ -134,6 +134,8 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<Exit, 
         journal.get::<_, i64>(1),
         started.elapsed().as_millis()
     );
+    println!("\nThe incident's checklist after the pass (`synqall-reconciler doctor`):\n");
+    print!("{}", crate::doctor::doctor(&db, settings, &target).await?);
     Ok(if after == 0 {
         Exit::Ok
     } else {

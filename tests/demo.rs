@@ -20,6 +20,8 @@ async fn demo_repairs_the_planted_damage_and_cleans_up() {
         "left alone: ambiguous 5",
         "left alone: user has no membership 5",
         "After: 0 organizations still differ",
+        "OK increment_used_minutes",
+        "0 FAIL,",
         "Removing the throwaway cluster",
     ] {
         assert!(

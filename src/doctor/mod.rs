@@ -322,6 +322,7 @@ async fn function(client: &tokio_postgres::Client, migrated: bool) -> Result<Che
     }
     let mut problems = Vec::new();
     let mut facts = Vec::new();
+    let mut probe_note = "";
     for row in &rows {
         let signature: String = row.get("signature");
         let definer: bool = row.get("security_definer");
@@ -353,19 +354,20 @@ async fn function(client: &tokio_postgres::Client, migrated: bool) -> Result<Che
         if signature.ends_with("(uuid,integer)") {
             if row.get::<_, bool>("we_execute") {
                 problems.extend(probe_input_checks(client).await?);
-                facts.push(
-                    "rejects NULL/non-positive minutes and unknown organizations (probed, rolled back)"
-                        .into(),
-                );
+                probe_note = "rejects NULL/non-positive minutes and unknown organizations \
+                              (probed, rolled back)";
             } else {
-                facts.push("input checks not probed: this login may not execute it".into());
+                probe_note = "input checks not probed: this login may not execute it";
             }
         }
     }
     Ok(if problems.is_empty() {
         Check::ok(
             NAME,
-            format!("PUBLIC and anon may not execute it; {}", facts.join("; ")),
+            format!(
+                "{}; PUBLIC and anon may not execute it; {probe_note}",
+                facts.join("; ")
+            ),
         )
     } else {
         Check::fail(NAME, problems.join("; "), fix)
