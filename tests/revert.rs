@@ -325,3 +325,40 @@ async fn revert_waits_for_no_pass_it_exits_75_while_the_lock_is_held() {
     assert_eq!(out.code(), 75, "{}", out.stderr);
     assert_eq!(db.row_versions().await, before);
 }
+
+#[tokio::test]
+async fn a_revert_that_fails_half_way_restores_nothing() {
+    let f = fixture().await;
+    let db = &f.db;
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    let run_id = pass.run_id();
+    // The last write of a revert (its call journal row) fails: the counters it already
+    // restored in the same transaction must come back too.
+    db.exec(
+        "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'journal unavailable'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON reconciler.call_repairs
+           FOR EACH ROW WHEN (NEW.rule = 'revert') EXECUTE FUNCTION public.refuse();",
+    )
+    .await;
+    let before = db.row_versions().await;
+    let journal = journal_rows(db).await;
+    let out = db.run(&["revert", &run_id.to_string()], &[]).await;
+    assert_eq!(out.code(), 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("journal unavailable"), "{}", out.stderr);
+    assert_eq!(
+        db.row_versions().await,
+        before,
+        "something was half-restored"
+    );
+    assert_eq!(journal_rows(db).await, journal);
+    assert_eq!(db.used_minutes(f.lost).await, Some(39));
+    assert_eq!(db.call_org(f.orphan).await, Some(f.lost));
+
+    // With the journal back, the same revert goes through.
+    db.exec("DROP TRIGGER refuse ON reconciler.call_repairs")
+        .await;
+    let again = db.run(&["revert", &run_id.to_string()], &[]).await;
+    assert_eq!(again.code(), 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(db.used_minutes(f.lost).await, Some(10));
+}
