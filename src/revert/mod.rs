@@ -10,6 +10,7 @@
 //! Skipped, with the reason printed: a counter changed after the run (the app incremented it,
 //! or a later pass corrected it again), a call whose organization changed, rows deleted since.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use tokio_postgres::Transaction;
@@ -263,14 +264,15 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
     )
     .await
     .context("record the revert in reconciler.runs")?;
-    let restored_counters: Vec<i64> = tx
+    // Sets: a run can have corrected every organization, and each is looked up below.
+    let restored_counters: HashSet<i64> = tx
         .query(RESTORE_COUNTERS, &[&counter_ids, &revert_run_id])
         .await
         .context("restore counters")?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let restored_calls: Vec<i64> = tx
+    let restored_calls: HashSet<i64> = tx
         .query(RESTORE_CALLS, &[&call_ids, &revert_run_id])
         .await
         .context("restore call attributions")?
