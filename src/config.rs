@@ -529,6 +529,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/config.toml");
+        let s = Settings::load_from(Some(&example), env(&[])).unwrap();
+        assert_eq!(s.usage.period, Period::AllTime);
+        assert_eq!(s.metrics.listen_addr(), None);
+    }
+
+    #[test]
     fn metrics_listen_must_be_an_address_with_a_port() {
         let s = Settings::load_from(
             None,
