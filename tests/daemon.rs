@@ -499,3 +499,32 @@ async fn metrics_port_already_taken_fails_the_start_with_a_clear_error() {
     assert_eq!(lines.len(), 1, "{:?}", daemon.lines());
     assert!(daemon.grep("daemon started").is_empty());
 }
+
+#[tokio::test]
+async fn every_daemon_line_is_json_with_log_format_json() {
+    let db = TestDb::migrated().await;
+    let org = org_with_usage(&db, "Drifted", Some(3)).await;
+    let mut daemon = Daemon::start(&db.url, &[("SYNQALL_RECONCILER_LOG_FORMAT", "json")]);
+    daemon.wait_for("reconcile pass finished", 2, 15).await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(15).await, Some(0));
+    let events: Vec<serde_json::Value> = daemon
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let drift = events
+        .iter()
+        .find(|e| e["message"] == "used_minutes drift")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(drift["level"], "CRITICAL");
+    assert_eq!(drift["org_id"], org.to_string());
+    assert_eq!(
+        (drift["stored"].as_i64(), drift["expected"].as_i64()),
+        (Some(3), Some(10))
+    );
+    assert!(drift["run_id"].is_string());
+    for message in ["daemon started", "daemon stopping"] {
+        assert!(events.iter().any(|e| e["message"] == message), "{message}");
+    }
+}
