@@ -66,7 +66,7 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
-    Revert(#[from] revert::RevertError),
+    Revert(revert::RevertError),
     #[error(transparent)]
     LocalPg(#[from] local_pg::LocalPgError),
     #[error("interrupted")]
@@ -79,10 +79,19 @@ impl Error {
     /// The exit code this failure maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Config(_)
-            | Self::Db(DbError::Config(_))
-            | Self::Revert(revert::RevertError::Db(DbError::Config(_))) => Exit::Config,
+            Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
             _ => Exit::Error,
+        }
+    }
+}
+
+impl From<revert::RevertError> for Error {
+    /// A database failure during a revert is a database failure like any other (same exit
+    /// code mapping); only the revert's own refusals stay [`Error::Revert`].
+    fn from(e: revert::RevertError) -> Self {
+        match e {
+            revert::RevertError::Db(db) => Self::Db(db),
+            other => Self::Revert(other),
         }
     }
 }
@@ -92,10 +101,14 @@ impl Error {
 /// # Errors
 /// See [`Error`]; [`Error::exit`] gives the exit code.
 pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
+    if let Some(Command::Demo) = cli.command {
+        return demo::run(settings).await;
+    }
+    // Every other command talks to the configured database.
+    let target = settings.database_target(cli.database_url.as_ref())?;
     match (&cli.command, cli.reconcile_now) {
-        (Some(Command::Demo), _) => demo::run(settings).await,
+        (Some(Command::Demo), _) => unreachable!("handled above"),
         (Some(Command::Migrate), _) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             log_effective_config(&settings, &target);
             for applied in migrate(&settings, &target).await? {
                 println!("applied V{}__{}", applied.version, applied.name);
@@ -103,14 +116,12 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             Ok(Exit::Ok)
         }
         (Some(Command::Status { json, limit }), _) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             let db = Database::new(&target, &settings)?;
             let report = status::status(&db, *limit).await?;
             print_report(&report, *json)?;
             Ok(Exit::Ok)
         }
         (Some(Command::Doctor { json }), _) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             let db = Database::new(&target, &settings)?;
             let report = doctor::doctor(&db, &settings, &target).await?;
             print_report(&report, *json)?;
@@ -121,7 +132,6 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             })
         }
         (Some(Command::Revert { run_id }), _) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             let db = Database::new(&target, &settings)?;
             match revert::revert(&db, &settings, *run_id).await? {
                 revert::RevertOutcome::LockHeld => Ok(Exit::LockHeld),
@@ -136,19 +146,22 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             }
         }
         (None, true) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             log_effective_config(&settings, &target);
             reconcile_now(&settings, &target, cli.dry_run).await
         }
         (Some(Command::Run) | None, _) => {
-            let target = settings.database_target(cli.database_url.as_ref())?;
             log_effective_config(&settings, &target);
-            let shutdown = daemon::shutdown::listen()
-                .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))?;
+            let shutdown = shutdown_token()?;
             daemon::run(settings, target, shutdown.cancelled_owned()).await?;
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Cancelled on SIGTERM/SIGINT ([`daemon::shutdown::listen`]).
+fn shutdown_token() -> Result<tokio_util::sync::CancellationToken, Error> {
+    daemon::shutdown::listen()
+        .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))
 }
 
 /// A command's report on stdout: its table, or JSON with `--json`.
@@ -202,8 +215,7 @@ pub async fn reconcile_now(
     };
     // SIGTERM/SIGINT stop the pass at its next safe point instead of killing it mid-batch.
     let control = PassControl {
-        cancel: daemon::shutdown::listen()
-            .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))?,
+        cancel: shutdown_token()?,
         ..PassControl::default()
     };
     match reconcile::run_once(&db, settings, options, &control).await? {
