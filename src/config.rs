@@ -211,6 +211,9 @@ pub enum LogFormat {
 macro_rules! display_as_snake_case {
     ($($ty:ty => { $($variant:ident => $text:literal),* $(,)? })*) => {$(
         impl $ty {
+            /// Every config spelling, for error messages.
+            pub const SPELLINGS: &'static [&'static str] = &[$($text),*];
+
             /// The config spelling, also used in logs and the journal.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text),* }
@@ -407,12 +410,12 @@ fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 }
 
 /// Allowed spellings of the enum-valued keys, for error messages.
-const ENUM_KEYS: &[(&str, &str)] = &[
-    ("usage.period", "all_time, calendar_month"),
-    ("usage.source", "calls, usage_metrics"),
-    ("usage.rounding", "ceil, round, floor"),
-    ("orphans.ambiguous", "skip, earliest_membership"),
-    ("log.format", "text, json"),
+const ENUM_KEYS: &[(&str, &[&str])] = &[
+    ("usage.period", Period::SPELLINGS),
+    ("usage.source", Source::SPELLINGS),
+    ("usage.rounding", Rounding::SPELLINGS),
+    ("orphans.ambiguous", AmbiguousPolicy::SPELLINGS),
+    ("log.format", LogFormat::SPELLINGS),
 ];
 
 /// The `config` crate's errors say "… for key `x`"; lift the key out so every message reads
@@ -438,7 +441,7 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
         let allowed = ENUM_KEYS
             .iter()
             .find(|(k, _)| *k == key)
-            .map_or("", |(_, v)| v);
+            .map_or(String::new(), |(_, spellings)| spellings.join(", "));
         let given = message.rsplit(' ').next().unwrap_or_default();
         message = format!("unknown value `{given}`, expected one of: {allowed}");
     }

@@ -165,6 +165,11 @@ impl Visit for Collected {
     }
 }
 
+/// A duration as a `…_ms` log field: whole milliseconds, saturating.
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `outer: inner: root`, so the cause is in the one line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

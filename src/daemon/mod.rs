@@ -94,7 +94,7 @@ pub async fn run(
     if let Some(interval) = watchdog_interval {
         if interval <= settings.statement_timeout() {
             warn!(
-                watchdog_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                watchdog_ms = crate::telemetry::millis(interval),
                 statement_timeout_seconds = settings.database.statement_timeout_seconds,
                 "WatchdogSec is not longer than database.statement_timeout_seconds: a long but \
                  healthy statement can get the service restarted"

@@ -66,8 +66,8 @@ async fn watchdog_loop(interval: Duration, progress: Progress) {
         } else if !withholding {
             withholding = true;
             warn!(
-                silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
-                watchdog_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                silent_ms = crate::telemetry::millis(silent),
+                watchdog_ms = crate::telemetry::millis(interval),
                 "no progress: withholding the systemd watchdog ping"
             );
         }

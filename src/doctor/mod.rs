@@ -17,13 +17,12 @@ use uuid::Uuid;
 
 use crate::config::{DatabaseTarget, Settings, Source};
 use crate::db::{migrations, schema, Database, DbError, QueryContext};
-use crate::reconcile::queries::PassQueries;
-use crate::reconcile::report::Stored;
+use crate::reconcile::queries::{self, PassQueries};
+use crate::reconcile::report::OrNull;
 use crate::reconcile::usage;
 
 const FUNCTION: &str = include_str!("sql/function.sql");
 const ORPHANS: &str = include_str!("sql/orphans.sql");
-const ORPHANED_USERS: &str = include_str!("../reconcile/sql/orphaned_users.sql");
 const LAST_SUCCESS: &str = include_str!("sql/last_success.sql");
 const LEADING_INDEX: &str = include_str!("sql/leading_index.sql");
 const USED_MINUTES_INDEXES: &str = include_str!("sql/used_minutes_indexes.sql");
@@ -523,7 +522,7 @@ async fn usage_checks(client: &impl GenericClient, settings: &Settings) -> Vec<C
                     "{} {:?} stored={} expected={} delta={}",
                     o.org_id,
                     o.name,
-                    Stored(o.stored),
+                    OrNull(o.stored),
                     o.expected(source),
                     o.delta(source)
                 )
@@ -629,7 +628,7 @@ async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, DbError> {
 
 async fn orphaned_users(client: &impl GenericClient) -> Check {
     const NAME: &str = "orphaned users";
-    match client.query_one(ORPHANED_USERS, &[]).await {
+    match client.query_one(queries::ORPHANED_USERS, &[]).await {
         Ok(row) => {
             let n: i64 = row.get(0);
             let detail = format!("{n} user(s) in auth.users without any organization");

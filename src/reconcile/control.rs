@@ -27,7 +27,7 @@ impl Default for Progress {
 impl Progress {
     /// Record that work moved forward now.
     pub fn bump(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::telemetry::millis(self.origin.elapsed());
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 

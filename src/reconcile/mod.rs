@@ -26,19 +26,18 @@ use self::control::PassControl;
 use self::journal::RunStatus;
 use self::orphans::{Attribution, Decision};
 use self::queries::PassQueries;
-use self::report::{Correction, LineBudget, OptionalId};
+use self::report::{Correction, LineBudget, OrNull};
 use self::usage::{OrgUsage, RepairAction, RepairContext};
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
 use crate::db::{migrations, schema, Database, DbError, QueryContext};
 use crate::telemetry::error_chain;
 
-const ORPHANED_USERS: &str = include_str!("sql/orphaned_users.sql");
 /// How often a long pass says where it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    crate::telemetry::millis(since.elapsed())
 }
 
 /// Who started the pass; recorded in `reconciler.runs.mode`.
@@ -319,7 +318,7 @@ impl Pass<'_> {
                             .join(",");
                         warn!(
                             call_id = %call.call_id,
-                            user_id = %OptionalId(call.user_id),
+                            user_id = %OrNull(call.user_id),
                             candidate_orgs = candidate_orgs.as_str(),
                             %run_id,
                             "orphaned call ambiguous"
@@ -331,7 +330,7 @@ impl Pass<'_> {
                     if warn_budget.allow() {
                         warn!(
                             call_id = %call.call_id,
-                            user_id = %OptionalId(call.user_id),
+                            user_id = %OrNull(call.user_id),
                             %run_id,
                             "orphaned call without membership"
                         );
@@ -371,7 +370,7 @@ impl Pass<'_> {
 
     /// The seed's "orphaned users" check: counted only; skipped where auth.users is not there.
     async fn orphaned_users(&mut self, client: &deadpool_postgres::Object) -> Result<(), DbError> {
-        match client.query_one(ORPHANED_USERS, &[]).await {
+        match client.query_one(queries::ORPHANED_USERS, &[]).await {
             Ok(row) => {
                 let n: i64 = row.get(0);
                 self.report.orphaned_users = Some(n);

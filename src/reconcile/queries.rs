@@ -7,6 +7,7 @@ use crate::config::{Period, Rounding, Source, UsageSettings};
 use crate::db::schema::{AppSchema, MinutesType};
 
 pub const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
+pub const ORPHANED_USERS: &str = include_str!("sql/orphaned_users.sql");
 pub const BAD_DURATIONS: &str = include_str!("sql/bad_durations.sql");
 pub const APPLY_REPAIRS: &str = include_str!("sql/apply_repairs.sql");
 pub const ATTRIBUTE_CALLS: &str = include_str!("sql/attribute_calls.sql");

@@ -60,25 +60,14 @@ impl LineBudget {
     }
 }
 
-/// `NULL` or the number: how a stored counter reads in a log line.
-pub struct Stored(pub Option<i32>);
+/// A value that may be NULL, as log lines and reports print it: the value, or `NULL` (a NULL
+/// counter, a call without user or organization). JSON logs turn `NULL` into `null`.
+pub struct OrNull<T>(pub Option<T>);
 
-impl fmt::Display for Stored {
+impl<T: fmt::Display> fmt::Display for OrNull<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
+        match &self.0 {
             Some(v) => write!(f, "{v}"),
-            None => f.write_str("NULL"),
-        }
-    }
-}
-
-/// `NULL` or the id: how an optional id (a call's user, an attribution) reads in a log line.
-pub struct OptionalId(pub Option<Uuid>);
-
-impl fmt::Display for OptionalId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(id) => write!(f, "{id}"),
             None => f.write_str("NULL"),
         }
     }
@@ -94,7 +83,7 @@ pub fn log_drift(run_id: Uuid, org: &OrgUsage, source: Source, action: &RepairAc
     critical!(
         org_id = %org.org_id,
         org_name = org.name.as_str(),
-        stored = %Stored(org.stored),
+        stored = %OrNull(org.stored),
         expected = org.expected(source),
         delta = org.delta(source),
         calls_minutes = org.calls_minutes,
@@ -116,7 +105,7 @@ pub fn log_period_reset(run_id: Uuid, org: &OrgUsage, source: Source, action: &R
     info!(
         org_id = %org.org_id,
         org_name = org.name.as_str(),
-        stored = %Stored(org.stored),
+        stored = %OrNull(org.stored),
         expected = org.expected(source),
         previous_period_minutes = org.previous_period_minutes.unwrap_or(0),
         action,
@@ -165,7 +154,7 @@ pub fn log_summary(report: &PassReport) {
         repaired = report.repaired,
         orphans_fixed = report.orphans_fixed,
         orphans_left = report.orphans_left(),
-        duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        duration_ms = crate::telemetry::millis(report.duration),
         lost_race = report.lost_race,
         refused = report.refused,
         failed = report.failed,
@@ -279,7 +268,7 @@ impl fmt::Display for PassReport {
                 writeln!(
                     f,
                     "    {name:<32} {:>8} -> {:<8} {}",
-                    Stored(c.stored).to_string(),
+                    OrNull(c.stored).to_string(),
                     c.expected,
                     c.action
                 )?;

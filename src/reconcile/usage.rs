@@ -130,17 +130,9 @@ pub fn period_start(period: Period, now: DateTime<Utc>) -> Option<DateTime<Utc>>
 
 /// First instant of the calendar month before the one starting at `period_start`.
 pub fn previous_period_start(period_start: DateTime<Utc>) -> DateTime<Utc> {
-    let date = period_start.date_naive();
-    let previous = if date.month() == 1 {
-        date.with_year(date.year() - 1)
-            .and_then(|d| d.with_month(12))
-    } else {
-        date.with_month(date.month() - 1)
-    };
-    previous
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .expect("day 1 of the previous month always exists")
-        .and_utc()
+    period_start
+        .checked_sub_months(chrono::Months::new(1))
+        .expect("a month before a calendar month start is representable")
 }
 
 /// The truth ledger's previous-month totals of the given organizations.

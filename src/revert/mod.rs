@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
 use crate::db::{migrations, Database, DbError, QueryContext};
 use crate::reconcile::journal::host_name;
-use crate::reconcile::report::{LineBudget, OptionalId, Stored};
+use crate::reconcile::report::{LineBudget, OrNull};
 
 const FIND_RUN: &str = include_str!("sql/find_run.sql");
 const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
@@ -191,8 +191,8 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
         } else if current != wrote {
             report.skipped.push(skip(format!(
                 "used_minutes is now {}, the run wrote {}: changed after the run",
-                Stored(current),
-                Stored(wrote)
+                OrNull(current),
+                OrNull(wrote)
             )));
         } else {
             counter_ids.push(row.get("id"));
@@ -231,8 +231,8 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
         } else if current != wrote {
             report.skipped.push(skip(format!(
                 "organization_id is now {}, the run set {}: changed after the run",
-                OptionalId(current),
-                OptionalId(wrote)
+                OrNull(current),
+                OrNull(wrote)
             )));
         } else {
             call_ids.push(row.get("id"));
@@ -325,13 +325,13 @@ fn log_report(report: &RevertReport, max_lines: usize) {
     let mut budget = LineBudget::new("revert restored", max_lines);
     for c in &report.counters {
         if budget.allow() {
-            info!(org_id = %c.org_id, from = %Stored(c.from), to = %Stored(c.to), %reverted_run_id,
+            info!(org_id = %c.org_id, from = %OrNull(c.from), to = %OrNull(c.to), %reverted_run_id,
                 run_id = run_id.as_str(), "revert restored used_minutes");
         }
     }
     for c in &report.calls {
         if budget.allow() {
-            info!(call_id = %c.call_id, from = %OptionalId(c.from), to = %OptionalId(c.to),
+            info!(call_id = %c.call_id, from = %OrNull(c.from), to = %OrNull(c.to),
                 %reverted_run_id, run_id = run_id.as_str(), "revert restored call organization_id");
         }
     }
@@ -366,8 +366,8 @@ impl fmt::Display for RevertReport {
                 "  restored used_minutes    org {} {:?}: {} -> {}",
                 c.org_id,
                 c.org_name,
-                Stored(c.from),
-                Stored(c.to)
+                OrNull(c.from),
+                OrNull(c.to)
             )?;
         }
         for c in &self.calls {
@@ -375,8 +375,8 @@ impl fmt::Display for RevertReport {
                 f,
                 "  restored organization_id call {}: {} -> {}",
                 c.call_id,
-                OptionalId(c.from),
-                OptionalId(c.to)
+                OrNull(c.from),
+                OrNull(c.to)
             )?;
         }
         for s in &self.skipped {
