@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Run, TestDb};
+use common::TestDb;
 use uuid::Uuid;
 
 const MONTHLY: &[(&str, &str)] = &[("SYNQALL_RECONCILER__USAGE__PERIOD", "calendar_month")];
@@ -46,10 +46,6 @@ async fn org_with_quota(db: &TestDb, name: &str, stored: i32, quota: i32) -> Uui
     ))
     .await;
     org
-}
-
-fn lines<'a>(out: &'a Run, needle: &str) -> Vec<&'a str> {
-    out.grep(needle)
 }
 
 #[tokio::test]
@@ -97,7 +93,7 @@ async fn month_rollover_is_info_not_critical_and_over_quota_orgs_are_warned() {
     assert_eq!(db.used_minutes(lossy).await, Some(9));
     assert_eq!(db.used_minutes(over).await, Some(12));
 
-    let critical = lines(&out, "CRITICAL");
+    let critical = out.grep("CRITICAL");
     assert_eq!(
         critical.len(),
         1,
@@ -115,9 +111,9 @@ async fn month_rollover_is_info_not_critical_and_over_quota_orgs_are_warned() {
         critical[0]
     );
 
-    let rolled_over = lines(&out, "INFO billing period rolled over");
+    let rolled_over = out.grep("INFO billing period rolled over");
     assert_eq!(rolled_over.len(), 1, "{}", out.stderr);
-    let resets = lines(&out, "INFO billing period rollover: used_minutes reset");
+    let resets = out.grep("INFO billing period rollover: used_minutes reset");
     assert_eq!(resets.len(), 2, "{}", out.stderr);
     let rolled_line = resets
         .iter()
@@ -135,7 +131,7 @@ async fn month_rollover_is_info_not_critical_and_over_quota_orgs_are_warned() {
         );
     }
 
-    let quota = lines(&out, "WARN organization over its monthly quota");
+    let quota = out.grep("WARN organization over its monthly quota");
     assert_eq!(quota.len(), 2, "{}", out.stderr);
     let over_line = quota
         .iter()
@@ -148,7 +144,7 @@ async fn month_rollover_is_info_not_critical_and_over_quota_orgs_are_warned() {
         .iter()
         .any(|l| l.contains(&format!("org_id={over_too}"))));
 
-    let summary = lines(&out, "INFO reconcile pass finished");
+    let summary = out.grep("INFO reconcile pass finished");
     for field in ["drifted=1", "repaired=1", "period_resets=2", "over_quota=2"] {
         assert!(
             summary[0].contains(field),
@@ -189,13 +185,9 @@ async fn month_rollover_is_info_not_critical_and_over_quota_orgs_are_warned() {
     let before = db.row_versions().await;
     let again = db.run(&["--reconcile-now"], MONTHLY).await;
     assert_eq!(again.code(), 0, "{}", again.stderr);
-    assert!(
-        lines(&again, "billing period").is_empty(),
-        "{}",
-        again.stderr
-    );
-    assert!(lines(&again, "CRITICAL").is_empty(), "{}", again.stderr);
-    assert_eq!(lines(&again, "over its monthly quota").len(), 2);
+    assert!(again.grep("billing period").is_empty(), "{}", again.stderr);
+    assert!(again.grep("CRITICAL").is_empty(), "{}", again.stderr);
+    assert_eq!(again.grep("over its monthly quota").len(), 2);
     assert_eq!(db.row_versions().await, before);
 }
 
@@ -220,25 +212,25 @@ async fn over_quota_lines_are_capped_per_pass_and_absent_for_all_time() {
         .await;
     assert_eq!(capped.code(), 0, "{}", capped.stderr);
     assert_eq!(
-        lines(&capped, "over its monthly quota").len(),
+        capped.grep("over its monthly quota").len(),
         2,
         "{}",
         capped.stderr
     );
-    let suppressed = lines(&capped, "log lines suppressed");
+    let suppressed = capped.grep("log lines suppressed");
     assert_eq!(suppressed.len(), 1, "{}", capped.stderr);
     assert!(
         suppressed[0].contains("kind=\"over quota\" suppressed=3"),
         "{}",
         suppressed[0]
     );
-    assert!(lines(&capped, "INFO reconcile pass finished")[0].contains("over_quota=5"));
+    assert!(capped.grep("INFO reconcile pass finished")[0].contains("over_quota=5"));
 
     // A quota is monthly: with the default all_time period there is nothing to compare.
     let all_time = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(all_time.code(), 0, "{}", all_time.stderr);
     assert!(
-        lines(&all_time, "over its monthly quota").is_empty(),
+        all_time.grep("over its monthly quota").is_empty(),
         "{}",
         all_time.stderr
     );
