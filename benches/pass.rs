@@ -17,7 +17,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use synqall_reconciler::demo::{create_standin_database, execute_sql};
+use synqall_reconciler::fixture::{create_standin_database, execute_sql};
 use synqall_reconciler::local_pg::{ClusterOptions, LocalCluster};
 use tokio_postgres::{Client, NoTls};
 
@@ -270,7 +270,7 @@ const METRICS_FLOOR: &str = "SELECT organization_id, sum(metric_value) FROM publ
 /// The incident's step 6, cut verbatim from the shipped copy of its SQL, rolled back so the
 /// data stays clean.
 fn seed_step_6() -> String {
-    let sql = synqall_reconciler::demo::SEED_FIX_SQL;
+    let sql = synqall_reconciler::fixture::SEED_FIX_SQL;
     let start = sql.find("-- 6.").expect("step 6 in seed_fix.sql");
     let end = sql.find("-- 7.").expect("step 7 in seed_fix.sql");
     format!("BEGIN;\n{}\nROLLBACK;", &sql[start..end])

@@ -1,61 +1,19 @@
-//! `demo`: a throwaway local PostgreSQL with a Supabase stand-in schema and sample data full of
-//! the incident's damage, one pass, a report, and everything removed again, even on Ctrl-C.
-//!
-//! The stand-in SQL here is also what the test harness loads, so the tests and the demo run
-//! against the same schema.
+//! `demo`: a throwaway local PostgreSQL with the Supabase stand-in ([`crate::fixture`]) and
+//! sample data full of the incident's damage, one pass, a report, and everything removed again,
+//! even on Ctrl-C.
 
 use std::time::Instant;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_postgres::NoTls;
 
-use crate::config::{DatabaseTarget, Secret, Settings};
-use crate::db::Database;
+use crate::config::{Secret, Settings};
+use crate::db::{Database, DatabaseTarget};
+use crate::fixture::{create_standin_database, execute_sql, DEMO_DATA_SQL, SEED_FIX_SQL};
 use crate::local_pg::LocalCluster;
 use crate::reconcile::{self, PassOptions, PassOutcome, RunMode};
 use crate::{Error, Exit};
 
-/// Supabase's API roles (cluster-wide, idempotent).
-pub const SUPABASE_ROLES_SQL: &str = include_str!("../sql/fixture/supabase_roles.sql");
-/// The Supabase stand-in: auth schema, the four application tables, RLS, default grants.
-pub const SUPABASE_STANDIN_SQL: &str = include_str!("../sql/fixture/supabase_standin.sql");
-/// The incident's one-off fix, verbatim: the production state before the first `migrate`.
-pub const SEED_FIX_SQL: &str = include_str!("../sql/fixture/seed_fix.sql");
-/// Sample data with planted drift and orphans.
-pub const DEMO_DATA_SQL: &str = include_str!("../sql/fixture/demo_data.sql");
-
 const DEMO_DATABASE: &str = "synqall_demo";
-
-/// Connect once and run `sql`.
-///
-/// # Errors
-/// Connection or statement failure.
-pub async fn execute_sql(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    let task = tokio::spawn(connection);
-    let result = client.batch_execute(sql).await;
-    drop(client);
-    let _ = task.await;
-    result
-}
-
-/// Create database `name` on a throwaway cluster with the Supabase stand-in loaded (the API
-/// roles, cluster-wide, are created first if missing); returns its URL. Not for concurrent use
-/// on one cluster: two role creations can race.
-///
-/// # Errors
-/// Connection or statement failure.
-pub async fn create_standin_database(
-    cluster: &LocalCluster,
-    name: &str,
-) -> Result<String, tokio_postgres::Error> {
-    let admin = cluster.url("postgres");
-    execute_sql(&admin, SUPABASE_ROLES_SQL).await?;
-    execute_sql(&admin, &format!("CREATE DATABASE {name}")).await?;
-    let url = cluster.url(name);
-    execute_sql(&url, SUPABASE_STANDIN_SQL).await?;
-    Ok(url)
-}
 
 /// Run the demo and print its report.
 ///
@@ -103,8 +61,9 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<Exit, 
     }
     let db = Database::new(&target, settings)?;
     let before = count_wrong_counters(&db).await?;
+    let organizations = count_organizations(&db).await?;
     println!(
-        "Before: {before} of 300 organizations have a used_minutes that differs from their completed calls.\n"
+        "Before: {before} of {organizations} organizations have a used_minutes that differs from their completed calls.\n"
     );
     println!("Running one reconcile pass (log lines on stderr)…\n");
     let started = Instant::now();
@@ -141,6 +100,16 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<Exit, 
     } else {
         Exit::DriftLeft
     })
+}
+
+/// How many organizations the sample data has.
+async fn count_organizations(db: &Database) -> Result<i64, Error> {
+    let client = db.client().await?;
+    let row = client
+        .query_one("SELECT count(*) FROM public.organizations", &[])
+        .await
+        .map_err(|e| Error::Other(format!("counting organizations failed: {e}")))?;
+    Ok(row.get(0))
 }
 
 /// The seed's verification query, reduced to a count of counters that do not match.

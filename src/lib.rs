@@ -2,23 +2,26 @@
 //! recomputes what every organization used from completed calls (cross-checked against
 //! `usage_metrics`), repairs drifted counters, attributes orphaned calls, journals every
 //! correction and logs a greppable `CRITICAL … used_minutes drift …` line for each drift.
-//! `DESIGN.md` in the repository's parent project is the contract; the README is the manual.
+//! `docs/design.md` says what a pass guarantees and why, and which module owns which rule; the
+//! README is the manual.
 //!
 //! # Layout
-//! - [`cli`]: command-line arguments.
-//! - [`config`]: layered, validated settings; secrets that never print.
-//! - [`telemetry`]: the log line formats people grep.
-//! - [`db`]: pool, advisory lock, schema checks, migrations.
-//! - [`daemon`]: the scheduled service: schedule, shutdown, systemd notify, stall alerts.
-//! - [`reconcile`]: one pass, [`reconcile::run_once`], and its parts (orphans, usage, journal,
-//!   report).
-//! - [`status`]: the `status` command (recent passes from `reconciler.runs`).
-//! - [`doctor`]: the `doctor` command (the incident checklist and security checks).
-//! - [`revert`]: the `revert RUN_ID` command (undo one run's corrections, compare-and-set).
-//! - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo` and the tests.
-//! - [`demo`]: the Supabase stand-in schema and sample data.
+//! Layers, each importing only from the layers below it (never sideways into a sibling's
+//! internals, never up):
 //!
-//! The entry points below are what `main.rs` calls; tests call them too.
+//! 1. Bottom, depending on nothing else in the crate but each other's types:
+//!    - [`config`]: layered, validated settings (the parsed schedule included); secrets that
+//!      never print.
+//!    - [`cli`]: command-line arguments.
+//!    - [`telemetry`]: the log line formats people grep, line budgets, [`telemetry::OrNull`].
+//!    - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo`, the tests and the bench.
+//! 2. [`db`]: where to connect (target, TLS), pool, advisory lock, schema checks, migrations.
+//!    [`fixture`]: the Supabase stand-in the demo, the tests and the bench load.
+//! 3. [`reconcile`]: one pass, [`reconcile::run_once`], and its steps (orphans, usage, repair,
+//!    journal, report).
+//! 4. Commands built on the pass and the journal: [`daemon`] (the scheduled service), [`status`],
+//!    [`doctor`], [`revert`], [`demo`].
+//! 5. This file (the entry points `main.rs` calls; tests call them too), then `main.rs`.
 
 pub mod cli;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod doctor;
+pub mod fixture;
 pub mod local_pg;
 pub mod reconcile;
 pub mod revert;
@@ -35,8 +39,9 @@ pub mod telemetry;
 use tracing::info;
 
 use crate::cli::{Cli, Command};
-use crate::config::{ConfigError, DatabaseTarget, Settings};
-use crate::db::{migrations, Database, DbError};
+use crate::config::{ConfigError, Settings};
+use crate::daemon::DaemonError;
+use crate::db::{migrations, Database, DatabaseTarget, DbError};
 use crate::reconcile::control::PassControl;
 use crate::reconcile::{PassOptions, PassOutcome, RunMode};
 
@@ -66,6 +71,8 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
+    Daemon(DaemonError),
+    #[error(transparent)]
     Revert(revert::RevertError),
     #[error(transparent)]
     LocalPg(#[from] local_pg::LocalPgError),
@@ -81,6 +88,16 @@ impl Error {
         match self {
             Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
             _ => Exit::Error,
+        }
+    }
+}
+
+impl From<DaemonError> for Error {
+    /// The daemon's database failures map like any other's (a bad CA file is exit 78).
+    fn from(e: DaemonError) -> Self {
+        match e {
+            DaemonError::Db(db) => Self::Db(db),
+            other => Self::Daemon(other),
         }
     }
 }
@@ -105,7 +122,7 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         return demo::run(settings).await;
     }
     // Every other command talks to the configured database.
-    let target = settings.database_target(cli.database_url.as_ref())?;
+    let target = db::target::resolve(&settings, cli.database_url.as_ref())?;
     match (&cli.command, cli.reconcile_now) {
         (Some(Command::Demo), _) => unreachable!("handled above"),
         (Some(Command::Migrate), _) => {
@@ -244,7 +261,7 @@ fn log_effective_config(settings: &Settings, target: &DatabaseTarget) {
         settle_seconds = settings.usage.settle_seconds,
         batch_size = settings.usage.batch_size,
         orphans_ambiguous = settings.orphans.ambiguous.as_str(),
-        cron = settings.schedule.cron.as_str(),
+        cron = settings.schedule.cron.expression(),
         lock_key = settings.lock.key,
         "effective configuration"
     );

@@ -174,7 +174,8 @@ async fn unmigrated_database_exits_1_saying_to_run_migrate() {
 
 #[tokio::test]
 async fn connections_identify_themselves_and_carry_timeouts() {
-    use synqall_reconciler::config::{DatabaseTarget, Secret, Settings};
+    use synqall_reconciler::config::{Secret, Settings};
+    use synqall_reconciler::db::DatabaseTarget;
 
     // While a real pass waits for drift to settle, its sessions are visible by name.
     let db = TestDb::migrated().await;

@@ -5,17 +5,13 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{connect, run_bin, Daemon};
-use synqall_reconciler::demo::{create_standin_database, execute_sql};
-use synqall_reconciler::local_pg::LocalCluster;
+use common::{cluster_with, connect, run_bin, Daemon};
+use synqall_reconciler::fixture::execute_sql;
+use synqall_reconciler::local_pg::{ClusterOptions, LocalCluster};
 
 /// A dedicated cluster with a migrated stand-in database `app`.
 async fn own_cluster() -> (Arc<LocalCluster>, String) {
-    let cluster = tokio::task::spawn_blocking(LocalCluster::start)
-        .await
-        .unwrap()
-        .expect("start a dedicated cluster");
-    let url = create_standin_database(&cluster, "app").await.unwrap();
+    let (cluster, url) = cluster_with(ClusterOptions::default(), "app").await;
     let out = run_bin(&["migrate"], &[("DATABASE_URL", url.as_str())], &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
     (Arc::new(cluster), url)

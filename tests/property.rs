@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use synqall_reconciler::config::{DatabaseTarget, Secret, Settings};
+use synqall_reconciler::config::{Secret, Settings};
 use synqall_reconciler::db::Database;
-use synqall_reconciler::demo::{create_standin_database, execute_sql};
+use synqall_reconciler::db::DatabaseTarget;
+use synqall_reconciler::fixture::{create_standin_database, execute_sql};
 use synqall_reconciler::reconcile::control::PassControl;
 use synqall_reconciler::reconcile::{run_once, PassOptions, PassOutcome, PassReport, RunMode};
 use uuid::Uuid;

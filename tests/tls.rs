@@ -6,10 +6,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::run_bin;
+use common::{cluster_with, run_bin};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use synqall_reconciler::demo::{create_standin_database, execute_sql};
-use synqall_reconciler::local_pg::{hand_to_server_user, ClusterOptions, LocalCluster};
+use synqall_reconciler::fixture::execute_sql;
+use synqall_reconciler::local_pg::{hand_to_server_user, ClusterOptions};
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -66,11 +66,7 @@ async fn tls_works_with_the_ca_in_ca_file_and_fails_closed_without_it() {
         ],
         ..ClusterOptions::default()
     };
-    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start_with(options))
-        .await
-        .unwrap()
-        .expect("start a TLS cluster");
-    create_standin_database(&cluster, "tls").await.unwrap();
+    let (cluster, _) = cluster_with(options, "tls").await;
     // From now on the server accepts TCP connections only over TLS.
     std::fs::write(
         cluster.data_dir().join("pg_hba.conf"),

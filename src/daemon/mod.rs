@@ -1,13 +1,14 @@
-//! The daemon (DESIGN.md §8): passes on the cron schedule until shutdown, one at a time, with
-//! systemd notifications and stall alerts. Each pass is the same [`reconcile::run_once`] that
-//! `--reconcile-now` runs; this module only decides when, and what happens around it.
+//! The daemon (docs/design.md, "The daemon"): passes on the cron schedule until shutdown, one
+//! at a time, with systemd notifications and stall alerts. Each pass is the same
+//! [`reconcile::run_once`] that `--reconcile-now` runs; this module only decides when, and what
+//! happens around it.
 //!
-//! - [`schedule`]: cron parsing and the scheduler job that requests passes.
+//! - [`schedule`]: the scheduler job that requests passes.
+//! - [`ticker`]: when the idle loop wakes (ticks, overdue passes, heartbeats).
 //! - [`notify`]: READY / STATUS / STOPPING / progress-based WATCHDOG.
 //! - [`shutdown`]: SIGTERM / SIGINT / SIGHUP.
 //! - [`health`]: the "stalled" alert.
 //! - [`metrics`]: the optional Prometheus endpoint.
-//! - [`ticker`]: when the idle loop wakes (ticks, overdue passes, heartbeats).
 //!
 //! Shutdown: scheduling stops at once; a running pass gets `shutdown.timeout_seconds` to finish,
 //! then is cancelled at its next safe point (between batches, or in the settle wait) and closes
@@ -21,30 +22,46 @@ pub mod shutdown;
 pub mod ticker;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::JobScheduler;
 use tracing::{info, warn};
 
 use self::health::Health;
 use self::metrics::Metrics;
 use self::notify::Notifier;
-use self::schedule::Schedule;
 use self::ticker::{Ticker, Wake};
-use crate::config::{ConfigError, DatabaseTarget, Settings};
-use crate::db::{Database, DbError};
+use crate::config::Settings;
+use crate::db::{Database, DatabaseTarget, DbError};
 use crate::reconcile::control::{PassControl, Progress};
 use crate::reconcile::{self, PassOptions, PassOutcome, RunMode};
 use crate::telemetry::error_chain;
-use crate::Error;
 
 /// After the shutdown timeout has cancelled a pass, how long it may take to reach a safe point
 /// before it is dropped (its open transaction, if any, is then rolled back by the server).
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// How often the idle loop proves it is alive and checks for a stall.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("Failed to listen on metrics.listen = {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to start the scheduler: {0}")]
+    Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
+}
 
 /// Why a pass starts.
 #[derive(Debug, Clone, Copy)]
@@ -54,53 +71,40 @@ enum Trigger {
     Overdue,
 }
 
+/// What runs beside the loop, stopped when it ends.
+struct Services {
+    scheduler: JobScheduler,
+    watchdog: Option<JoinHandle<()>>,
+    metrics_server: Option<JoinHandle<()>>,
+}
+
+impl Services {
+    async fn stop(mut self) {
+        let _ = self.scheduler.shutdown().await;
+        for task in [self.watchdog, self.metrics_server].into_iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
 /// Run passes on the schedule until `shutdown` completes.
 ///
 /// # Errors
-/// A schedule that cannot be started, or a bad `schedule.cron` (already rejected by config
-/// validation, so only if validation was bypassed).
+/// The metrics address cannot be bound, the scheduler cannot start, or the pool cannot be
+/// built (an unusable `database.ca_file`).
 pub async fn run(
     settings: Settings,
     target: DatabaseTarget,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    let schedule = Schedule::parse(&settings.schedule.cron).map_err(|message| ConfigError {
-        key: Some("schedule.cron".into()),
-        message,
-    })?;
+) -> Result<(), DaemonError> {
     let db = Database::new(&target, &settings)?;
     let metrics = Arc::new(Metrics::default());
-    let metrics_server = match settings.metrics.listen_addr() {
-        Some(addr) => {
-            let listener = metrics::bind(addr).await.map_err(|e| {
-                Error::Other(format!("Failed to listen on metrics.listen = {addr}: {e}"))
-            })?;
-            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
-        }
-        None => None,
-    };
     let (tick_tx, ticks) = mpsc::channel::<()>(1);
     let pass_running = Arc::new(AtomicBool::new(false));
-    let mut scheduler = schedule
-        .start(tick_tx, pass_running.clone())
-        .await
-        .map_err(|e| Error::Other(format!("Failed to start the scheduler: {e}")))?;
-
     let progress = Progress::default();
     progress.bump();
-    let watchdog_interval = Notifier::watchdog_interval();
-    let watchdog =
-        watchdog_interval.map(|interval| Notifier::spawn_watchdog(interval, progress.clone()));
-    if let Some(interval) = watchdog_interval {
-        if interval <= settings.statement_timeout() {
-            warn!(
-                watchdog_ms = crate::telemetry::millis(interval),
-                statement_timeout_seconds = settings.database.statement_timeout_seconds,
-                "WatchdogSec is not longer than database.statement_timeout_seconds: a long but \
-                 healthy statement can get the service restarted"
-            );
-        }
-    }
+    let services = start_services(&settings, &metrics, tick_tx, &pass_running, &progress).await?;
+    let schedule = &settings.schedule.cron;
     let next = schedule
         .next_tick()
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -114,79 +118,148 @@ pub async fn run(
     );
     Notifier::ready(&format!("waiting; next pass {next}"));
 
-    let mut health = Health::new(Duration::from_secs(settings.alert.stalled_after_seconds));
     let mut ticker = Ticker::new(ticks, schedule.overdue_after(), IDLE_HEARTBEAT);
+    let mut daemon = Loop {
+        settings: &settings,
+        db: &db,
+        metrics: &metrics,
+        progress,
+        pass_running,
+        health: Health::new(Duration::from_secs(settings.alert.stalled_after_seconds)),
+    };
     tokio::pin!(shutdown);
-    let mut pending = settings.schedule.run_on_start.then_some(Trigger::Start);
+    daemon.run(&mut ticker, &mut shutdown).await;
 
-    loop {
-        let trigger = match pending.take() {
-            Some(trigger) => trigger,
-            None => match ticker.wait(&mut shutdown).await {
-                Wake::Shutdown => break,
-                Wake::Tick => Trigger::Tick,
-                Wake::Overdue => Trigger::Overdue,
-                Wake::Heartbeat => {
-                    progress.bump();
-                    health.check();
-                    continue;
-                }
-            },
-        };
-        if let Trigger::Overdue = trigger {
-            warn!(
-                overdue_after_seconds = schedule.overdue_after().as_secs(),
-                "no schedule tick for too long (was the wall clock set back?); running a pass now"
-            );
+    Notifier::stopping();
+    info!("daemon stopping");
+    services.stop().await;
+    Ok(())
+}
+
+/// The metrics endpoint (bound before READY, so a taken port fails the start), the watchdog
+/// and the scheduler.
+async fn start_services(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    tick_tx: mpsc::Sender<()>,
+    pass_running: &Arc<AtomicBool>,
+    progress: &Progress,
+) -> Result<Services, DaemonError> {
+    let metrics_server = match settings.metrics.listen {
+        Some(addr) => {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::MetricsListen { addr, source })?;
+            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
         }
-        ticker.pass_started();
-        pass_running.store(true, Ordering::SeqCst);
+        None => None,
+    };
+    let scheduler = schedule::start(&settings.schedule.cron, tick_tx, pass_running.clone()).await?;
+    let watchdog_interval = Notifier::watchdog_interval();
+    if let Some(interval) = watchdog_interval.filter(|i| *i <= settings.statement_timeout()) {
+        warn!(
+            watchdog_ms = crate::telemetry::millis(interval),
+            statement_timeout_seconds = settings.database.statement_timeout_seconds,
+            "WatchdogSec is not longer than database.statement_timeout_seconds: a long but \
+             healthy statement can get the service restarted"
+        );
+    }
+    let watchdog =
+        watchdog_interval.map(|interval| Notifier::spawn_watchdog(interval, progress.clone()));
+    Ok(Services {
+        scheduler,
+        watchdog,
+        metrics_server,
+    })
+}
+
+/// The daemon loop's state.
+struct Loop<'a> {
+    settings: &'a Settings,
+    db: &'a Database,
+    metrics: &'a Metrics,
+    progress: Progress,
+    pass_running: Arc<AtomicBool>,
+    health: Health,
+}
+
+impl Loop<'_> {
+    /// Wake, run a pass when asked, until shutdown (which a running pass survives for up to
+    /// `shutdown.timeout_seconds`).
+    async fn run<F: Future<Output = ()>>(
+        &mut self,
+        ticker: &mut Ticker,
+        shutdown: &mut Pin<&mut F>,
+    ) {
+        let mut pending = self
+            .settings
+            .schedule
+            .run_on_start
+            .then_some(Trigger::Start);
+        loop {
+            let trigger = match pending.take() {
+                Some(trigger) => trigger,
+                None => match ticker.wait(shutdown).await {
+                    Wake::Shutdown => return,
+                    Wake::Tick => Trigger::Tick,
+                    Wake::Overdue => Trigger::Overdue,
+                    Wake::Heartbeat => {
+                        self.progress.bump();
+                        self.health.check();
+                        continue;
+                    }
+                },
+            };
+            if let Trigger::Overdue = trigger {
+                warn!(
+                    overdue_after_seconds = self.settings.schedule.cron.overdue_after().as_secs(),
+                    "no schedule tick for too long (was the wall clock set back?); running a pass now"
+                );
+            }
+            ticker.pass_started();
+            self.pass_running.store(true, Ordering::SeqCst);
+            let stopping = self.one_pass(shutdown).await;
+            self.pass_running.store(false, Ordering::SeqCst);
+            ticker.pass_finished();
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// One pass; true when shutdown arrived during it.
+    async fn one_pass<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> bool {
         let control = PassControl {
             cancel: Default::default(),
-            progress: progress.clone(),
+            progress: self.progress.clone(),
         };
         let options = PassOptions {
             mode: RunMode::Daemon,
             dry_run: false,
         };
         let pass_started = Instant::now();
-        let pass = reconcile::run_once(&db, &settings, options, &control);
+        let pass = reconcile::run_once(self.db, self.settings, options, &control);
         tokio::pin!(pass);
         let mut stopping = false;
         let result = tokio::select! {
             result = &mut pass => Some(result),
-            () = &mut shutdown => {
+            () = shutdown.as_mut() => {
                 stopping = true;
-                finish_or_cancel(pass.as_mut(), &control, &settings).await
+                finish_or_cancel(pass.as_mut(), &control, self.settings).await
             }
         };
-        pass_running.store(false, Ordering::SeqCst);
-        ticker.pass_finished();
         if let Some(result) = result {
-            metrics.record(&result, pass_started.elapsed());
-            record(result, &mut health);
+            self.metrics.record(&result, pass_started.elapsed());
+            record(result, &mut self.health);
         }
-        if stopping {
-            break;
-        }
+        stopping
     }
-
-    Notifier::stopping();
-    info!("daemon stopping");
-    let _ = scheduler.shutdown().await;
-    if let Some(task) = watchdog {
-        task.abort();
-    }
-    if let Some(task) = metrics_server {
-        task.abort();
-    }
-    Ok(())
 }
 
 /// Shutdown arrived during a pass: let it finish within the timeout, then cancel it and give it
 /// a short grace to reach a safe point. `None` if it had to be dropped.
 async fn finish_or_cancel<F>(
-    mut pass: std::pin::Pin<&mut F>,
+    mut pass: Pin<&mut F>,
     control: &PassControl,
     settings: &Settings,
 ) -> Option<Result<PassOutcome, DbError>>

@@ -9,7 +9,7 @@
 //!   occurrence.
 //! - **Never silent.** tokio-cron-scheduler compares against the wall clock: set back an hour, it
 //!   would wait an hour. The ticker's own deadline runs on monotonic time: with no tick for
-//!   [`super::schedule::Schedule::overdue_after`], it wakes the loop for a pass by itself, and
+//!   [`crate::config::CronSchedule::overdue_after`], it wakes the loop for a pass by itself, and
 //!   again after each such period, until ticks resume.
 
 use std::future::Future;

@@ -1,5 +1,6 @@
-//! Database access: the connection pool, the dedicated advisory-lock connection, schema checks
-//! and migrations.
+//! Database access: where to connect ([`target`], [`tls`]), the connection pool, the dedicated
+//! advisory-lock connection ([`lock`]), schema checks ([`schema`]) and migrations
+//! ([`migrations`]).
 //!
 //! Every connection identifies itself as `application_name=synqall-reconciler` and carries
 //! `statement_timeout` and `lock_timeout`, so a stuck pass shows up in `pg_stat_activity` by
@@ -10,6 +11,7 @@
 pub mod lock;
 pub mod migrations;
 pub mod schema;
+pub mod target;
 pub mod tls;
 
 use std::time::Duration;
@@ -17,7 +19,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{DatabaseTarget, Settings};
+pub use self::target::DatabaseTarget;
+use crate::config::Settings;
 
 /// Shown as `application_name` in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "synqall-reconciler";
@@ -63,6 +66,36 @@ pub enum DbError {
     },
     #[error("the advisory lock connection was lost; stopped writing")]
     LockLost(#[source] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// The connection (or the server) is gone: whatever was tried next on it would fail the
+    /// same way. A statement the server refused (a constraint, a timeout) is not a connection
+    /// loss, nor is anything found before connecting (schema, migrations, configuration).
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            Self::Query { source, .. } | Self::Migration { source, .. } => {
+                source.is_closed() || source.code().is_none()
+            }
+            Self::Connect { .. } | Self::Pool { .. } | Self::LockLost(_) => true,
+            Self::Config(_)
+            | Self::NotMigrated { .. }
+            | Self::Schema { .. }
+            | Self::MigrationChanged { .. } => false,
+        }
+    }
+}
+
+/// This machine's host name, for telling instances apart in `reconciler.runs`.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// A connection failure, with a hint when the cause is a certificate problem.
@@ -202,5 +235,29 @@ pub struct DedicatedConnection {
 impl Drop for DedicatedConnection {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_connection_counts_as_connection_loss() {
+        let not_migrated = DbError::NotMigrated {
+            detail: "pending: V4".into(),
+        };
+        assert!(!not_migrated.is_connection_loss());
+        let schema = DbError::Schema {
+            detail: "missing column".into(),
+        };
+        assert!(!schema.is_connection_loss());
+        let config = DbError::Config(crate::config::ConfigError::key("database.url", "bad"));
+        assert!(!config.is_connection_loss());
+        let pool = DbError::Pool {
+            target: "x".into(),
+            detail: "timed out".into(),
+        };
+        assert!(pool.is_connection_loss());
     }
 }

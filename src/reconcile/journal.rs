@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::queries::{CLOSE_ABANDONED_RUNS, FINISH_RUN, INSERT_RUN};
 use super::{PassReport, RunMode};
 use crate::config::{Period, Source};
-use crate::db::{DbError, QueryContext};
+use crate::db::{host_name, DbError, QueryContext};
 
 /// Final status of a run row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,18 +26,6 @@ impl RunStatus {
             Self::Cancelled => "cancelled",
         }
     }
-}
-
-/// This machine's host name, for telling instances apart in `reconciler.runs`.
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Open the run row, first closing rows of runs that were abandoned (safe: the caller holds the

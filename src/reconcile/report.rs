@@ -1,76 +1,103 @@
-//! The pass's output: the log lines people grep (DESIGN.md §5), capped per pass so a mass drift
-//! cannot flood the journal, and the human-readable report `--reconcile-now` and `demo` print.
+//! The pass's output: what it found and did ([`PassReport`]), the log lines people grep
+//! (docs/design.md, "Log lines"), and the human-readable report `--reconcile-now` and `demo`
+//! print. Callers cap the detail lines with [`crate::telemetry::LineBudget`].
 
 use std::fmt;
+use std::time::Duration;
 
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::usage::{OrgUsage, RepairAction};
-use super::PassReport;
+use super::orphans::{Attribution, OrphanedCall};
+use super::repair::RepairAction;
+use super::usage::OrgUsage;
 use crate::config::Source;
 use crate::critical;
+use crate::db::DbError;
+use crate::telemetry::{error_chain, OrNull};
 
-/// At most `max` detail lines of one kind per pass; the rest are counted and summarised once.
-#[derive(Debug)]
-pub struct LineBudget {
-    kind: &'static str,
-    max: usize,
-    used: usize,
-    suppressed: u64,
+/// What one pass found and did.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub run_id: Uuid,
+    pub dry_run: bool,
+    pub orgs_checked: i64,
+    pub drifted: u64,
+    pub repaired: u64,
+    pub would_repair: u64,
+    pub lost_race: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub ledger_mismatches: u64,
+    /// Counters reset at the month boundary (calendar_month), and in a dry run those that would be.
+    pub period_resets: u64,
+    pub would_reset: u64,
+    /// Organizations over `max_minutes_monthly` (calendar_month).
+    pub over_quota: u64,
+    /// Attributed (or, in a dry run, attributable) orphaned calls.
+    pub orphans_fixed: u64,
+    pub orphans_ambiguous: u64,
+    pub orphans_no_membership: u64,
+    /// `None` when `auth.users` is absent or unreadable.
+    pub orphaned_users: Option<i64>,
+    /// Completed calls with NULL / negative durations in drifted organizations (counted 0).
+    pub null_durations: i64,
+    pub negative_durations: i64,
+    pub duration: Duration,
+    pub corrections: Vec<Correction>,
+    /// Stopped early by shutdown; what was committed is whole and journalled.
+    pub cancelled: bool,
+    /// Time spent on orphaned calls and users, on the usage comparison, and on repairs.
+    pub orphans_ms: u64,
+    pub scan_ms: u64,
+    pub repair_ms: u64,
 }
 
-impl LineBudget {
-    pub fn new(kind: &'static str, max: usize) -> Self {
-        Self {
-            kind,
-            max,
-            used: 0,
-            suppressed: 0,
-        }
+impl PassReport {
+    /// Orphaned calls left alone (ambiguous or without membership).
+    pub fn orphans_left(&self) -> u64 {
+        self.orphans_ambiguous + self.orphans_no_membership
     }
 
-    /// Whether one more line may be logged; counts the ones that may not.
-    pub fn allow(&mut self) -> bool {
-        if self.used < self.max {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-
-    /// Log the one summary line for what was suppressed, if anything was.
-    pub fn finish(&self, run_id: Uuid, critical: bool) {
-        if self.suppressed == 0 {
-            return;
-        }
-        if critical {
-            critical!(kind = self.kind, suppressed = self.suppressed, %run_id,
-                "used_minutes drift lines suppressed (alert.max_critical_lines_per_pass)");
-        } else {
-            warn!(
-                kind = self.kind,
-                suppressed = self.suppressed,
-                %run_id,
-                "log lines suppressed (alert.max_critical_lines_per_pass)"
-            );
-        }
+    /// Some counter is still wrong after this pass (exit 2 for `--reconcile-now`).
+    pub fn drift_left(&self) -> bool {
+        self.would_repair + self.lost_race + self.refused + self.failed > 0
     }
 }
 
-/// A value that may be NULL, as log lines and reports print it: the value, or `NULL` (a NULL
-/// counter, a call without user or organization). JSON logs turn `NULL` into `null`.
-pub struct OrNull<T>(pub Option<T>);
+/// The one `ERROR reconcile pass failed` line; returns the message for the run row.
+pub fn log_failure(run_id: Uuid, error: &DbError) -> String {
+    let message = error_chain(error);
+    tracing::error!(%run_id, error = message.as_str(), "reconcile pass failed");
+    message
+}
 
-impl<T: fmt::Display> fmt::Display for OrNull<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("NULL"),
-        }
-    }
+/// The `WARN orphaned call ambiguous …` line.
+pub fn log_ambiguous_orphan(run_id: Uuid, call: &OrphanedCall, candidates: &[Uuid]) {
+    let candidate_orgs = candidates
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    warn!(
+        call_id = %call.call_id,
+        user_id = %OrNull(call.user_id),
+        candidate_orgs = candidate_orgs.as_str(),
+        %run_id,
+        "orphaned call ambiguous"
+    );
+}
+
+/// The `INFO orphaned call attributed …` line.
+pub fn log_attribution(run_id: Uuid, a: &Attribution, dry_run: bool) {
+    info!(
+        call_id = %a.call_id,
+        org_id = %a.org_id,
+        rule = a.rule.as_str(),
+        action = if dry_run { "would_attribute" } else { "attributed" },
+        %run_id,
+        "orphaned call attributed"
+    );
 }
 
 /// The `CRITICAL used_minutes drift …` line.

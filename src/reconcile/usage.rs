@@ -1,13 +1,8 @@
-//! Usage: what each organization really used, compared with its stored counter, and the
-//! confirm-then-write repair of DESIGN.md §4.4–4.5.
-//!
-//! The comparison is one set-based statement ([`scan`]) that returns only disagreeing rows. A
-//! drift is repaired by [`repair_batch`] only if, after the settle time, the counter S and the
-//! truth ledger's fingerprint F (count and minutes of its counted rows) are what the scan saw:
-//! the app increments in a separate transaction a moment after completing a call, so a drift
-//! that is still moving is an increment in flight, not a loss. The repair locks the rows,
-//! re-checks S and F under the lock, writes S + delta computed on F, and commits the journal
-//! row in the same statement.
+//! Usage (step 4 of a pass): what each organization really used, compared with its stored
+//! counter. The comparison is one set-based statement ([`scan`]) that returns only disagreeing
+//! rows, so the client's memory grows with drift, not with the number of organizations. What
+//! an [`OrgUsage`] knows decides drift, the fingerprint the repair re-checks
+//! ([`super::repair`]), ledger mismatches and quota. Also here: billing-period arithmetic.
 
 use std::collections::HashMap;
 
@@ -15,7 +10,7 @@ use chrono::{DateTime, Datelike as _, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::queries::{PassQueries, APPLY_REPAIRS, BAD_DURATIONS, LOCK_ORGS};
+use super::queries::{PassQueries, BAD_DURATIONS};
 use crate::config::{Period, Source};
 use crate::db::{DbError, QueryContext};
 
@@ -196,10 +191,6 @@ pub async fn scan(
     Ok(scan)
 }
 
-/// Why a drifted organization could not be locked: another transaction holds its row (or it
-/// was deleted). Not waited for: an increment in flight holds that lock.
-pub const ROW_BUSY: &str = "row locked by another transaction or deleted";
-
 /// Completed calls with NULL / negative durations (counted as 0) per organization, for the
 /// given (drifted) organizations that have any.
 ///
@@ -221,160 +212,6 @@ pub async fn bad_durations(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
-}
-
-/// What happened to one drifted organization.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepairAction {
-    /// Counter set to `new`, journalled.
-    Repaired { new: i32 },
-    /// Dry run: would have been repaired.
-    WouldRepair,
-    /// The counter or the ledger moved, or the row was locked: left to the next pass.
-    LostRace { reason: &'static str },
-    /// The correct value does not fit `used_minutes` (integer): not written.
-    Refused { reason: String },
-}
-
-impl RepairAction {
-    /// The `action=` word of the CRITICAL line.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Repaired { .. } => "repaired",
-            Self::WouldRepair => "would_repair",
-            Self::LostRace { .. } => "lost_race",
-            Self::Refused { .. } => "refused",
-        }
-    }
-}
-
-/// Everything the repair of one batch needs besides the rows.
-#[derive(Debug, Clone)]
-pub struct RepairContext<'a> {
-    pub queries: &'a PassQueries,
-    pub run_id: Uuid,
-    pub source: Source,
-    pub period: Period,
-    pub period_start: Option<DateTime<Utc>>,
-}
-
-/// Confirm and repair one batch in one transaction; returns an action per organization.
-///
-/// # Errors
-/// A statement or the commit failed: nothing of the batch was written.
-pub async fn repair_batch(
-    client: &mut deadpool_postgres::Object,
-    ctx: &RepairContext<'_>,
-    batch: &[&OrgUsage],
-) -> Result<Vec<(Uuid, RepairAction)>, DbError> {
-    let ids: Vec<Uuid> = batch.iter().map(|o| o.org_id).collect();
-    let tx = client
-        .transaction()
-        .await
-        .context("begin a repair transaction")?;
-    let locked: HashMap<Uuid, Option<i32>> = tx
-        .query(LOCK_ORGS, &[&ids])
-        .await
-        .context("lock organizations for repair")?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let locked_ids: Vec<Uuid> = locked.keys().copied().collect();
-    let fingerprints: HashMap<Uuid, Fingerprint> = tx
-        .query(
-            ctx.queries.fingerprints.as_str(),
-            &[&locked_ids, &ctx.period_start],
-        )
-        .await
-        .context("re-read ledger fingerprints")?
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                Fingerprint {
-                    entries: r.get(1),
-                    minutes: r.get(2),
-                },
-            )
-        })
-        .collect();
-
-    let mut actions = Vec::with_capacity(batch.len());
-    let mut writes: Vec<(&OrgUsage, i32)> = Vec::new();
-    for org in batch {
-        let action = match locked.get(&org.org_id) {
-            None => Some(RepairAction::LostRace { reason: ROW_BUSY }),
-            Some(now) if *now != org.stored => Some(RepairAction::LostRace {
-                reason: "used_minutes changed since the scan",
-            }),
-            Some(_)
-                if fingerprints.get(&org.org_id).copied().unwrap_or_default()
-                    != org.fingerprint(ctx.source) =>
-            {
-                Some(RepairAction::LostRace {
-                    reason: "ledger changed since the scan",
-                })
-            }
-            Some(_) => {
-                // S + delta, delta computed on the confirmed fingerprint F: equal to F's total.
-                let new = org.stored.map(i64::from).unwrap_or(0) + org.delta(ctx.source);
-                match i32::try_from(new) {
-                    Ok(new) => {
-                        writes.push((org, new));
-                        None
-                    }
-                    Err(_) => Some(RepairAction::Refused {
-                        reason: format!("expected {new} does not fit used_minutes (integer)"),
-                    }),
-                }
-            }
-        };
-        if let Some(action) = action {
-            actions.push((org.org_id, action));
-        }
-    }
-
-    if !writes.is_empty() {
-        let org_ids: Vec<Uuid> = writes.iter().map(|(o, _)| o.org_id).collect();
-        let old: Vec<Option<i32>> = writes.iter().map(|(o, _)| o.stored).collect();
-        let new: Vec<i32> = writes.iter().map(|(_, n)| *n).collect();
-        let calls: Vec<i64> = writes.iter().map(|(o, _)| o.calls_minutes).collect();
-        let metrics: Vec<i64> = writes.iter().map(|(o, _)| o.metrics_minutes).collect();
-        let reasons: Vec<&str> = writes.iter().map(|(o, _)| o.reason()).collect();
-        let written: Vec<Uuid> = tx
-            .query(
-                APPLY_REPAIRS,
-                &[
-                    &org_ids,
-                    &old,
-                    &new,
-                    &calls,
-                    &metrics,
-                    &ctx.run_id,
-                    &ctx.period.as_str(),
-                    &ctx.period_start,
-                    &reasons,
-                ],
-            )
-            .await
-            .context("write repairs and their journal rows")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for (org, new) in writes {
-            let action = if written.contains(&org.org_id) {
-                RepairAction::Repaired { new }
-            } else {
-                // Cannot happen under the row lock; kept so a surprise is reported, not hidden.
-                RepairAction::LostRace {
-                    reason: "used_minutes changed under the lock",
-                }
-            };
-            actions.push((org.org_id, action));
-        }
-    }
-    tx.commit().await.context("commit repairs")?;
-    Ok(actions)
 }
 
 #[cfg(test)]

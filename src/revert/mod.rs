@@ -19,9 +19,8 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
-use crate::db::{migrations, Database, DbError, QueryContext};
-use crate::reconcile::journal::host_name;
-use crate::reconcile::report::{LineBudget, OrNull};
+use crate::db::{host_name, migrations, Database, DbError, QueryContext};
+use crate::telemetry::{LineBudget, OrNull};
 
 const FIND_RUN: &str = include_str!("sql/find_run.sql");
 const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
@@ -137,24 +136,11 @@ pub async fn revert(
 
 /// The revert inside its transaction; writes only when something is restored.
 async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, RevertError> {
-    let run = tx
-        .query_opt(FIND_RUN, &[&run_id])
-        .await
-        .context("read the run to revert")?
-        .ok_or(RevertError::UnknownRun(run_id))?;
-    let mode: String = run.get("mode");
-    if mode == "revert" {
-        let of: Option<Uuid> = run.get("reverted_run_id");
-        return Err(RevertError::RevertOfRevert {
-            run: run_id,
-            of: of.map_or_else(|| "unknown".into(), |id| id.to_string()),
-        });
-    }
+    let run = find_run(tx, run_id).await?;
     let mut report = RevertReport {
         reverted_run_id: run_id,
         ..RevertReport::default()
     };
-
     // Locks first, in id order, so a concurrent app write waits for us or we for it (at most
     // lock_timeout), and what is read below cannot change before the write.
     tx.execute(LOCK_ORGS, &[&run_id])
@@ -163,9 +149,67 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
     tx.execute(LOCK_CALLS, &[&run_id])
         .await
         .context("lock the calls the run attributed")?;
+    let counters = plan_counters(tx, run_id, &mut report).await?;
+    let calls = plan_calls(tx, run_id, &mut report).await?;
+    if counters.is_empty() && calls.is_empty() {
+        return Ok(report);
+    }
+    let revert_run_id = Uuid::new_v4();
+    tx.execute(
+        INSERT_REVERT_RUN,
+        &[
+            &revert_run_id,
+            &env!("CARGO_PKG_VERSION"),
+            &host_name(),
+            &run.get::<_, String>("period"),
+            &run.get::<_, String>("source"),
+            &run_id,
+        ],
+    )
+    .await
+    .context("record the revert in reconciler.runs")?;
+    restore(tx, revert_run_id, counters, calls, &mut report).await?;
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    tx.execute(
+        FINISH_REVERT_RUN,
+        &[
+            &revert_run_id,
+            &count(report.counters.len()),
+            &count(report.calls.len()),
+            &count(report.skipped.len()),
+        ],
+    )
+    .await
+    .context("close the revert's run row")?;
+    report.revert_run_id = Some(revert_run_id);
+    Ok(report)
+}
 
-    let mut counter_ids: Vec<i64> = Vec::new();
-    let mut counters: Vec<(i64, RestoredCounter)> = Vec::new();
+/// The run to revert; a revert itself cannot be reverted.
+async fn find_run(tx: &Transaction<'_>, run_id: Uuid) -> Result<tokio_postgres::Row, RevertError> {
+    let run = tx
+        .query_opt(FIND_RUN, &[&run_id])
+        .await
+        .context("read the run to revert")?
+        .ok_or(RevertError::UnknownRun(run_id))?;
+    if run.get::<_, String>("mode") == "revert" {
+        let of: Option<Uuid> = run.get("reverted_run_id");
+        return Err(RevertError::RevertOfRevert {
+            run: run_id,
+            of: of.map_or_else(|| "unknown".into(), |id| id.to_string()),
+        });
+    }
+    Ok(run)
+}
+
+/// The run's counter corrections that can be undone (journal row id and what to restore);
+/// the others are counted or added to the report's skips with their reason.
+async fn plan_counters(
+    tx: &Transaction<'_>,
+    run_id: Uuid,
+    report: &mut RevertReport,
+) -> Result<Vec<(i64, RestoredCounter)>, RevertError> {
+    let mut counters = Vec::new();
     for row in tx
         .query(COUNTER_CHANGES, &[&run_id])
         .await
@@ -195,7 +239,6 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
                 OrNull(wrote)
             )));
         } else {
-            counter_ids.push(row.get("id"));
             counters.push((
                 row.get("id"),
                 RestoredCounter {
@@ -207,9 +250,16 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
             ));
         }
     }
+    Ok(counters)
+}
 
-    let mut call_ids: Vec<i64> = Vec::new();
-    let mut calls: Vec<(i64, RestoredCall)> = Vec::new();
+/// The run's attributions that can be undone; the others are counted or skipped with a reason.
+async fn plan_calls(
+    tx: &Transaction<'_>,
+    run_id: Uuid,
+    report: &mut RevertReport,
+) -> Result<Vec<(i64, RestoredCall)>, RevertError> {
+    let mut calls = Vec::new();
     for row in tx
         .query(CALL_CHANGES, &[&run_id])
         .await
@@ -235,7 +285,6 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
                 OrNull(wrote)
             )));
         } else {
-            call_ids.push(row.get("id"));
             calls.push((
                 row.get("id"),
                 RestoredCall {
@@ -246,24 +295,19 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
             ));
         }
     }
+    Ok(calls)
+}
 
-    if counter_ids.is_empty() && call_ids.is_empty() {
-        return Ok(report);
-    }
-    let revert_run_id = Uuid::new_v4();
-    tx.execute(
-        INSERT_REVERT_RUN,
-        &[
-            &revert_run_id,
-            &env!("CARGO_PKG_VERSION"),
-            &host_name(),
-            &run.get::<_, String>("period"),
-            &run.get::<_, String>("source"),
-            &run_id,
-        ],
-    )
-    .await
-    .context("record the revert in reconciler.runs")?;
+/// Restore counters and attributions, compare-and-set, journalled as the revert's run.
+async fn restore(
+    tx: &Transaction<'_>,
+    revert_run_id: Uuid,
+    counters: Vec<(i64, RestoredCounter)>,
+    calls: Vec<(i64, RestoredCall)>,
+    report: &mut RevertReport,
+) -> Result<(), RevertError> {
+    let counter_ids: Vec<i64> = counters.iter().map(|(id, _)| *id).collect();
+    let call_ids: Vec<i64> = calls.iter().map(|(id, _)| *id).collect();
     // Sets: a run can have corrected every organization, and each is looked up below.
     let restored_counters: HashSet<i64> = tx
         .query(RESTORE_COUNTERS, &[&counter_ids, &revert_run_id])
@@ -300,20 +344,7 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
             });
         }
     }
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    tx.execute(
-        FINISH_REVERT_RUN,
-        &[
-            &revert_run_id,
-            &count(report.counters.len()),
-            &count(report.calls.len()),
-            &count(report.skipped.len()),
-        ],
-    )
-    .await
-    .context("close the revert's run row")?;
-    report.revert_run_id = Some(revert_run_id);
-    Ok(report)
+    Ok(())
 }
 
 /// One line per restore and per skip (capped), and one summary line.
@@ -342,6 +373,10 @@ fn log_report(report: &RevertReport, max_lines: usize) {
                 "revert skipped");
         }
     }
+    // The promised summary of what the caps held back (keyed by the revert's own run).
+    let summary_run = report.revert_run_id.unwrap_or(reverted_run_id);
+    budget.finish(summary_run, false);
+    skipped.finish(summary_run, false);
     info!(
         %reverted_run_id,
         run_id = run_id.as_str(),

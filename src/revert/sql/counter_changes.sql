@@ -1,5 +1,5 @@
 -- Every counter the run changed, with what is there now and whatever stands in the way of
--- restoring it. Read under the row locks of lock_targets.sql. $1 uuid: the reverted run
+-- restoring it. Read under the row locks of lock_orgs.sql. $1 uuid: the reverted run
 SELECT a.id, a.organization_id, o.name, a.old_used_minutes, a.new_used_minutes,
        o.id IS NOT NULL AS org_exists,
        o.used_minutes AS current,

@@ -1,5 +1,6 @@
 //! `status`: the latest passes from `reconciler.runs` (what each found and did, how it ended)
-//! and the time since the last successful one, as a table or as JSON (`--json`).
+//! and the time since the last successful one, as a table or as JSON (`--json`). Its SQL is in
+//! `sql/` beside this file.
 
 use std::fmt;
 
@@ -9,7 +10,8 @@ use uuid::Uuid;
 
 use crate::db::{migrations, Database, DbError, QueryContext};
 
-const RECENT_RUNS: &str = include_str!("reconcile/sql/recent_runs.sql");
+const RECENT_RUNS: &str = include_str!("sql/recent_runs.sql");
+const LAST_SUCCESS: &str = include_str!("sql/last_success.sql");
 
 /// One row of `reconciler.runs`.
 #[derive(Debug, Clone, Serialize)]
@@ -53,33 +55,36 @@ pub async fn status(db: &Database, limit: i64) -> Result<StatusReport, DbError> 
         .query(RECENT_RUNS, &[&limit])
         .await
         .context("read reconciler.runs")?;
-    let last_success_at: Option<DateTime<Utc>> = rows.first().and_then(|r| r.get(14));
-    let now: Option<DateTime<Utc>> = rows.first().map(|r| r.get(15));
+    // Read apart from the listed rows: the last success may be older than all of them.
+    let last = client
+        .query_one(LAST_SUCCESS, &[])
+        .await
+        .context("read the last successful pass")?;
+    let last_success_at: Option<DateTime<Utc>> = last.get("last_success_at");
+    let now: DateTime<Utc> = last.get("now");
     let runs = rows
         .iter()
         .map(|r| RunSummary {
-            id: r.get(0),
-            mode: r.get(1),
-            host: r.get(2),
-            started_at: r.get(3),
-            finished_at: r.get(4),
-            duration_ms: r.get(5),
-            status: r.get(6),
-            orgs_checked: r.get(7),
-            drifted: r.get(8),
-            repaired: r.get(9),
-            lost_race: r.get(10),
-            orphans_fixed: r.get(11),
-            orphans_left: r.get(12),
-            error: r.get(13),
-            reverted_run_id: r.get(16),
-            period_resets: r.get(17),
+            id: r.get("id"),
+            mode: r.get("mode"),
+            host: r.get("host"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            duration_ms: r.get("duration_ms"),
+            status: r.get("status"),
+            orgs_checked: r.get("orgs_checked"),
+            drifted: r.get("drifted"),
+            repaired: r.get("repaired"),
+            lost_race: r.get("lost_race"),
+            orphans_fixed: r.get("orphans_fixed"),
+            orphans_left: r.get("orphans_left"),
+            error: r.get("error"),
+            reverted_run_id: r.get("reverted_run_id"),
+            period_resets: r.get("period_resets"),
         })
         .collect();
     Ok(StatusReport {
-        seconds_since_last_success: last_success_at
-            .zip(now)
-            .map(|(last, now)| (now - last).num_seconds()),
+        seconds_since_last_success: last_success_at.map(|last| (now - last).num_seconds()),
         last_success_at,
         runs,
     })

@@ -3,26 +3,31 @@
 //! a typed [`Settings`] that is validated before anything touches the database.
 //!
 //! Every failure here is a [`ConfigError`] that names the key; the binary maps it to exit 78
-//! (EX_CONFIG). The database URL is a [`Secret`]: it never prints, and the startup log shows only
-//! its user, host, port and database.
+//! (EX_CONFIG). The database URL is a [`Secret`]: it never prints. Turning the URL into a
+//! connection target is the database layer's job (`db::target`); this module only reads
+//! settings and depends on nothing else in the crate.
+//!
+//! - [`schedule`]: `schedule.cron` as a typed, validated value.
+
+pub mod schedule;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+pub use self::schedule::CronSchedule;
 
 /// The defaults, compiled in so the binary needs no file to start.
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
 /// Read when `--config` is not given, if it exists.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/synqall-reconciler/config.toml";
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SYNQALL_RECONCILER";
 /// Name of the systemd credential holding the database URL.
 pub const DATABASE_URL_CREDENTIAL: &str = "database-url";
-/// Supabase's transaction pooler: no session state, so no advisory lock.
-const TRANSACTION_POOLER_PORT: u16 = 6543;
 
 /// A configuration problem, with the key it concerns when there is one.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +40,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: &str, message: impl Into<String>) -> Self {
+    /// An error about `key`.
+    pub fn key(key: &str, message: impl Into<String>) -> Self {
         Self {
             key: Some(key.to_string()),
             message: message.into(),
@@ -104,7 +110,8 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
-    pub cron: String,
+    /// Parsed and validated while loading: the daemon uses it as it is.
+    pub cron: CronSchedule,
     pub run_on_start: bool,
 }
 
@@ -153,16 +160,19 @@ pub struct AlertSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
-    /// `host:port` of the Prometheus endpoint; `None` (the default) serves nothing.
-    #[serde(default)]
-    pub listen: Option<String>,
+    /// `address:port` of the Prometheus endpoint; `None` (the default) serves nothing.
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub listen: Option<SocketAddr>,
 }
 
-impl MetricsSettings {
-    /// The validated listen address, if the endpoint is on.
-    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listen.as_deref().and_then(|l| l.parse().ok())
-    }
+/// `metrics.listen`: an `address:port`, parsed once while loading.
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address:port such as \"127.0.0.1:9464\""
+        ))
+    })
 }
 
 /// The billing period a counter covers.
@@ -334,17 +344,6 @@ impl Settings {
         if self.database.pool_size > 64 {
             return Err(ConfigError::key("database.pool_size", "must be at most 64"));
         }
-        if let Some(listen) = &self.metrics.listen {
-            if listen.parse::<std::net::SocketAddr>().is_err() {
-                return Err(ConfigError::key(
-                    "metrics.listen",
-                    format!("{listen:?} is not an address:port such as \"127.0.0.1:9464\""),
-                ));
-            }
-        }
-        if let Err(message) = crate::daemon::schedule::Schedule::parse(&self.schedule.cron) {
-            return Err(ConfigError::key("schedule.cron", message));
-        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::key(
                 "log.level",
@@ -363,50 +362,6 @@ impl Settings {
     pub fn settle(&self) -> Duration {
         Duration::from_secs(self.usage.settle_seconds)
     }
-
-    /// The database connection target, resolved from (in order) `cli_url` (`--database-url` or
-    /// `DATABASE_URL`), `database.url`, `database.url_file`, and the systemd credential.
-    ///
-    /// # Errors
-    /// No URL anywhere, an unreadable file, a malformed URL, or the transaction pooler port.
-    pub fn database_target(&self, cli_url: Option<&Secret>) -> Result<DatabaseTarget, ConfigError> {
-        let (key, url) = if let Some(url) = cli_url {
-            ("--database-url / DATABASE_URL", url.clone())
-        } else if let Some(url) = &self.database.url {
-            ("database.url", url.clone())
-        } else if let Some(path) = &self.database.url_file {
-            (
-                "database.url_file",
-                read_secret_file("database.url_file", path)?,
-            )
-        } else if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let path = Path::new(&dir).join(DATABASE_URL_CREDENTIAL);
-            if !path.is_file() {
-                return Err(no_url_error());
-            }
-            (
-                "$CREDENTIALS_DIRECTORY/database-url",
-                read_secret_file(DATABASE_URL_CREDENTIAL, &path)?,
-            )
-        } else {
-            return Err(no_url_error());
-        };
-        DatabaseTarget::parse(key, url)
-    }
-}
-
-fn no_url_error() -> ConfigError {
-    ConfigError::key(
-        "database.url",
-        "no database URL: set --database-url, DATABASE_URL, database.url, database.url_file, \
-         or the systemd credential `database-url`",
-    )
-}
-
-fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| Secret::new(s.trim()))
-        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
 }
 
 /// Allowed spellings of the enum-valued keys, for error messages.
@@ -448,67 +403,6 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
     ConfigError::key(&key, message)
 }
 
-/// A parsed, validated connection target. The URL stays secret; [`DatabaseTarget::describe`]
-/// is what logs show.
-#[derive(Clone)]
-pub struct DatabaseTarget {
-    config: tokio_postgres::Config,
-}
-
-impl fmt::Debug for DatabaseTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl DatabaseTarget {
-    /// Parse and check a URL that came from `key`.
-    ///
-    /// # Errors
-    /// Malformed URL (the message never repeats it), the transaction pooler.
-    pub fn parse(key: &str, url: Secret) -> Result<Self, ConfigError> {
-        let mut config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
-            // tokio-postgres's parse errors describe the problem, never echo the input.
-            ConfigError::key(key, format!("not a valid PostgreSQL URL: {e}"))
-        })?;
-        if config.get_hosts().is_empty() {
-            return Err(ConfigError::key(key, "the URL names no host"));
-        }
-        if config.get_ports().contains(&TRANSACTION_POOLER_PORT) {
-            return Err(ConfigError::key(
-                key,
-                "port 6543 is Supabase's transaction pooler, which cannot hold the session \
-                 advisory lock or prepared statements; use the direct connection \
-                 (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
-            ));
-        }
-        crate::db::tls::enforce(key, &mut config)?;
-        Ok(Self { config })
-    }
-
-    /// The tokio-postgres config, for connecting.
-    pub fn pg_config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
-    /// `user@host:port/dbname`, safe to log.
-    pub fn describe(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => "?".into(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!(
-            "{}@{}:{}/{}",
-            self.config.get_user().unwrap_or("?"),
-            host,
-            port,
-            self.config.get_dbname().unwrap_or("?")
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,9 +420,9 @@ mod tests {
         assert_eq!(s.usage.period, Period::AllTime);
         assert_eq!(s.usage.source, Source::Calls);
         assert_eq!(s.usage.settle_seconds, 30);
-        assert_eq!(s.schedule.cron, "0 */5 * * * *");
+        assert_eq!(s.schedule.cron.expression(), "0 */5 * * * *");
         assert_eq!(s.alert.max_critical_lines_per_pass, 200);
-        assert_eq!(s.metrics.listen_addr(), None, "metrics are off by default");
+        assert_eq!(s.metrics.listen, None, "metrics are off by default");
     }
 
     #[test]
@@ -536,7 +430,7 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/config.toml");
         let s = Settings::load_from(Some(&example), env(&[])).unwrap();
         assert_eq!(s.usage.period, Period::AllTime);
-        assert_eq!(s.metrics.listen_addr(), None);
+        assert_eq!(s.metrics.listen, None);
     }
 
     #[test]
@@ -546,10 +440,7 @@ mod tests {
             env(&[("SYNQALL_RECONCILER__METRICS__LISTEN", "127.0.0.1:9464")]),
         )
         .unwrap();
-        assert_eq!(
-            s.metrics.listen_addr(),
-            Some("127.0.0.1:9464".parse().unwrap())
-        );
+        assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
         let e = Settings::load_from(
             None,
             env(&[("SYNQALL_RECONCILER__METRICS__LISTEN", "localhost")]),
@@ -608,27 +499,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("schedule.cron"), "{e}");
-    }
-
-    #[test]
-    fn transaction_pooler_is_refused_naming_the_alternative() {
-        let e = DatabaseTarget::parse(
-            "database.url",
-            Secret::new("postgres://u:hunter2@aws-0-eu.pooler.supabase.com:6543/postgres"),
-        )
-        .unwrap_err();
-        assert!(e.message.contains("session pooler"), "{e}");
-        assert!(!e.to_string().contains("hunter2"));
-    }
-
-    #[test]
-    fn describe_hides_the_password() {
-        let t = DatabaseTarget::parse(
-            "database.url",
-            Secret::new("postgres://u:hunter2@db.example.com:5432/postgres"),
-        )
-        .unwrap();
-        assert_eq!(t.describe(), "u@db.example.com:5432/postgres");
-        assert!(!format!("{t:?}").contains("hunter2"));
     }
 }

@@ -1,15 +1,5 @@
-//! Log output: one event per line, `LEVEL message key=value …` in text or one JSON object in
-//! JSON, on stderr (journald captures it under systemd). These lines are an interface people
-//! grep (DESIGN.md §5), so the format is ours, not `tracing-subscriber`'s default:
-//!
-//! - `CRITICAL` is a level here: events emitted with [`critical!`] (an ERROR carrying
-//!   `severity = "CRITICAL"`) print `CRITICAL` where the level goes.
-//! - Free-text fields ([`ALWAYS_QUOTED`]: `org_name`, `error`, `reason`) are always quoted and
-//!   escaped (`org_name="Acme \"Q\" Ltd\n"` stays one line); other values are quoted only when
-//!   they contain spaces, quotes, `=` or control characters, so `action=repaired` reads as is.
-//! - Under systemd (`JOURNAL_STREAM` set) the timestamp is left out: the journal has its own.
-//! - JSON (`--log-format json`) carries the same fields as typed values: numbers are numbers, a
-//!   NULL counter is `null`, ids and free text are strings.
+//! One event rendered as one line: `LEVEL message key=value …` (text) or a JSON object (JSON).
+//! See the [module docs of `telemetry`](super) for the rules; the tests below pin them.
 
 use std::fmt::{self, Write as _};
 
@@ -18,50 +8,26 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
 
+use super::error_chain;
 use crate::config::LogFormat;
 
 /// Free-text fields, quoted even when they hold one word, so a grep pattern like
 /// `org_name="Acme"` works for every name.
 pub const ALWAYS_QUOTED: &[&str] = &["org_name", "error", "reason"];
 
-/// Log an event at the CRITICAL level: an ERROR that prints as `CRITICAL`.
-#[macro_export]
-macro_rules! critical {
-    ($($arg:tt)+) => {
-        ::tracing::error!(severity = "CRITICAL", $($arg)+)
-    };
-}
-
-/// Install the global subscriber. `filter` is a tracing filter (`log.level`); `RUST_LOG`, when
-/// set, wins. Calling it twice is harmless (the second call does nothing).
-pub fn init(format: LogFormat, filter: &str) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(filter))
-        // The scheduler logs every tick at INFO, and tokio-postgres relays server NOTICEs
-        // ("schema already exists, skipping") at INFO: noise in a billing daemon's journal.
-        .add_directive(
-            "tokio_cron_scheduler=warn"
-                .parse()
-                .expect("static directive"),
-        )
-        .add_directive("tokio_postgres=warn".parse().expect("static directive"));
-    let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(LineFormat { format, timestamps })
-        .try_init();
-}
-
-/// The event formatter behind [`init`].
+/// The event formatter behind [`super::init`].
 #[derive(Debug, Clone, Copy)]
 pub struct LineFormat {
     format: LogFormat,
     timestamps: bool,
+}
+
+impl LineFormat {
+    /// `timestamps`: whether lines start with one (not under journald, which has its own).
+    pub fn new(format: LogFormat, timestamps: bool) -> Self {
+        Self { format, timestamps }
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for LineFormat
@@ -163,25 +129,6 @@ impl Visit for Collected {
         self.fields
             .push((field.name(), Value::Str(error_chain(value))));
     }
-}
-
-/// A duration as a `…_ms` log field: whole milliseconds, saturating.
-pub fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `outer: inner: root`, so the cause is in the one line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            let _ = write!(text, ": {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn needs_quotes(s: &str) -> bool {

@@ -1,0 +1,154 @@
+//! Where to connect: the database URL resolved from its sources (command line or environment,
+//! `database.url`, `database.url_file`, the systemd credential), parsed and checked into a
+//! [`DatabaseTarget`] whose only printable form is [`DatabaseTarget::describe`]
+//! (`user@host:port/db`, never the password).
+//!
+//! Refused here, before any connection: a malformed URL (the message never repeats it), a URL
+//! naming no host, Supabase's transaction pooler port, and plaintext to a remote host
+//! ([`super::tls::enforce`]).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+
+use crate::config::{ConfigError, Secret, Settings, DATABASE_URL_CREDENTIAL};
+
+/// Supabase's transaction pooler: no session state, so no advisory lock.
+const TRANSACTION_POOLER_PORT: u16 = 6543;
+
+/// A parsed, validated connection target. The URL stays secret; [`DatabaseTarget::describe`]
+/// is what logs show.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    config: tokio_postgres::Config,
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// The connection target, resolved from (in order) `cli_url` (`--database-url` or
+/// `DATABASE_URL`), `database.url`, `database.url_file`, and the systemd credential.
+///
+/// # Errors
+/// No URL anywhere, an unreadable file, a malformed URL, or the transaction pooler port.
+pub fn resolve(
+    settings: &Settings,
+    cli_url: Option<&Secret>,
+) -> Result<DatabaseTarget, ConfigError> {
+    let (key, url) = if let Some(url) = cli_url {
+        ("--database-url / DATABASE_URL", url.clone())
+    } else if let Some(url) = &settings.database.url {
+        ("database.url", url.clone())
+    } else if let Some(path) = &settings.database.url_file {
+        (
+            "database.url_file",
+            read_secret_file("database.url_file", path)?,
+        )
+    } else if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(DATABASE_URL_CREDENTIAL);
+        if !path.is_file() {
+            return Err(no_url_error());
+        }
+        (
+            "$CREDENTIALS_DIRECTORY/database-url",
+            read_secret_file(DATABASE_URL_CREDENTIAL, &path)?,
+        )
+    } else {
+        return Err(no_url_error());
+    };
+    DatabaseTarget::parse(key, url)
+}
+
+fn no_url_error() -> ConfigError {
+    ConfigError::key(
+        "database.url",
+        "no database URL: set --database-url, DATABASE_URL, database.url, database.url_file, \
+         or the systemd credential `database-url`",
+    )
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim()))
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
+}
+
+impl DatabaseTarget {
+    /// Parse and check a URL that came from `key`.
+    ///
+    /// # Errors
+    /// Malformed URL (the message never repeats it), the transaction pooler.
+    pub fn parse(key: &str, url: Secret) -> Result<Self, ConfigError> {
+        let mut config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+            // tokio-postgres's parse errors describe the problem, never echo the input.
+            ConfigError::key(key, format!("not a valid PostgreSQL URL: {e}"))
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err(ConfigError::key(key, "the URL names no host"));
+        }
+        if config.get_ports().contains(&TRANSACTION_POOLER_PORT) {
+            return Err(ConfigError::key(
+                key,
+                "port 6543 is Supabase's transaction pooler, which cannot hold the session \
+                 advisory lock or prepared statements; use the direct connection \
+                 (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
+            ));
+        }
+        super::tls::enforce(key, &mut config)?;
+        Ok(Self { config })
+    }
+
+    /// The tokio-postgres config, for connecting.
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// `user@host:port/dbname`, safe to log.
+    pub fn describe(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "?".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{}:{}/{}",
+            self.config.get_user().unwrap_or("?"),
+            host,
+            port,
+            self.config.get_dbname().unwrap_or("?")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_pooler_is_refused_naming_the_alternative() {
+        let e = DatabaseTarget::parse(
+            "database.url",
+            Secret::new("postgres://u:hunter2@aws-0-eu.pooler.supabase.com:6543/postgres"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("session pooler"), "{e}");
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn describe_hides_the_password() {
+        let t = DatabaseTarget::parse(
+            "database.url",
+            Secret::new("postgres://u:hunter2@db.example.com:5432/postgres"),
+        )
+        .unwrap();
+        assert_eq!(t.describe(), "u@db.example.com:5432/postgres");
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}

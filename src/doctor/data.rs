@@ -1,0 +1,225 @@
+//! Data checks, the incident's verification checklist: the counter column, counters in sync
+//! with the truth ledger and the two ledgers with each other (through the pass's own
+//! comparison), orphaned calls and bad durations, orphaned users.
+
+use tokio_postgres::GenericClient;
+
+use super::{Check, WORST};
+use crate::config::{Settings, Source};
+use crate::db::{schema, DbError, QueryContext};
+use crate::reconcile::queries::{self, PassQueries};
+use crate::reconcile::usage;
+use crate::telemetry::{error_chain, OrNull};
+
+const USED_MINUTES_COLUMN: &str = include_str!("sql/used_minutes_column.sql");
+const NULL_COUNTERS: &str = include_str!("sql/null_counters.sql");
+const ORPHANS: &str = include_str!("sql/orphans.sql");
+
+pub(super) async fn used_minutes_column(client: &impl GenericClient) -> Result<Check, DbError> {
+    const NAME: &str = "used_minutes column";
+    let row = client
+        .query_opt(USED_MINUTES_COLUMN, &[])
+        .await
+        .context("look for organizations.used_minutes")?;
+    let Some(row) = row else {
+        return Ok(Check::fail(
+            NAME,
+            "public.organizations.used_minutes does not exist: the app's increments fail",
+            "synqall-reconciler migrate (V1 adds it without rewriting the table)",
+        ));
+    };
+    let data_type: String = row.get(0);
+    let nulls: i64 = client
+        .query_one(NULL_COUNTERS, &[])
+        .await
+        .context("count NULL counters")?
+        .get(0);
+    let detail = format!("present ({data_type}), {nulls} organization(s) with NULL");
+    Ok(if data_type != "integer" && data_type != "bigint" {
+        Check::warn(
+            NAME,
+            detail,
+            "used_minutes should be integer, as the seed and increment_used_minutes define it",
+        )
+    } else if nulls > 0 {
+        Check::warn(
+            NAME,
+            detail,
+            "synqall-reconciler --reconcile-now (a NULL counter is drift and is repaired)",
+        )
+    } else {
+        Check::ok(NAME, detail)
+    })
+}
+
+/// The seed's "organizations have synced used_minutes" and the ledger cross-check, through the
+/// pass's own comparison (same period, source and rounding as the daemon).
+pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Settings) -> Vec<Check> {
+    const SYNC: &str = "counters in sync";
+    const LEDGERS: &str = "ledgers agree";
+    let scan = async {
+        let app_schema = schema::inspect(client).await?;
+        let queries = PassQueries::new(&app_schema, &settings.usage);
+        let period_start = usage::period_start(settings.usage.period, chrono::Utc::now());
+        usage::scan(client, &queries, period_start).await
+    };
+    let scan = match scan.await {
+        Ok(scan) => scan,
+        Err(e) => {
+            let why = error_chain(&e);
+            return vec![
+                Check::not_checked(SYNC, &why),
+                Check::not_checked(LEDGERS, &why),
+            ];
+        }
+    };
+    let source = settings.usage.source;
+    let mut drifted: Vec<&usage::OrgUsage> = scan
+        .disagreeing
+        .iter()
+        .filter(|o| o.is_drifted(source))
+        .collect();
+    drifted.sort_by_key(|o| std::cmp::Reverse(o.delta(source).unsigned_abs()));
+    let basis = format!(
+        "period {}, truth {}",
+        settings.usage.period.as_str(),
+        source.as_str()
+    );
+    let sync = if drifted.is_empty() {
+        Check::ok(
+            SYNC,
+            format!("all {} organizations match ({basis})", scan.orgs_checked),
+        )
+    } else {
+        let worst = drifted
+            .iter()
+            .take(WORST)
+            .map(|o| {
+                format!(
+                    "{} {:?} stored={} expected={} delta={}",
+                    o.org_id,
+                    o.name,
+                    OrNull(o.stored),
+                    o.expected(source),
+                    o.delta(source)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Check::warn(
+            SYNC,
+            format!(
+                "{} of {} organizations drift ({basis}); worst: {worst}",
+                drifted.len(),
+                scan.orgs_checked
+            ),
+            "synqall-reconciler --reconcile-now (or wait for the daemon's next pass); \
+             a drift that persists across passes is an increment the app keeps losing",
+        )
+    };
+    let mismatched: Vec<&usage::OrgUsage> = scan
+        .disagreeing
+        .iter()
+        .filter(|o| o.ledgers_disagree())
+        .collect();
+    let ledgers = if mismatched.is_empty() {
+        Check::ok(
+            LEDGERS,
+            "calls and usage_metrics agree for every organization",
+        )
+    } else {
+        let worst = mismatched
+            .iter()
+            .take(WORST)
+            .map(|o| {
+                format!(
+                    "{} calls={} usage_metrics={}",
+                    o.org_id, o.calls_minutes, o.metrics_minutes
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Check::warn(
+            LEDGERS,
+            format!(
+                "{} organization(s) where completed calls and minutes_transcribed differ; {worst}",
+                mismatched.len()
+            ),
+            format!(
+                "look at these organizations' calls and usage_metrics rows; counters follow \
+                 usage.source = {} and the other ledger is only reported",
+                source.as_str()
+            ),
+        )
+    };
+    let mut checks = vec![sync, ledgers];
+    if source == Source::UsageMetrics && scan.unowned_metric_minutes > 0 {
+        checks.push(Check::warn(
+            "usage_metrics without organization",
+            format!(
+                "{} minutes in rows with NULL organization_id",
+                scan.unowned_metric_minutes
+            ),
+            "these minutes count for nobody; attribute the rows by hand",
+        ));
+    }
+    checks
+}
+
+/// The seed's "orphaned calls" check, extended to calls not completed, and bad durations.
+pub(super) async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, DbError> {
+    let row = client
+        .query_one(ORPHANS, &[])
+        .await
+        .context("count orphaned calls")?;
+    let completed: i64 = row.get("orphaned_completed");
+    let other: i64 = row.get("orphaned_other");
+    let nulls: i64 = row.get("null_durations");
+    let negatives: i64 = row.get("negative_durations");
+    let detail = format!("{completed} completed and {other} other call(s) without organization_id");
+    let orphans = if completed + other == 0 {
+        Check::ok("orphaned calls", detail)
+    } else {
+        Check::warn(
+            "orphaned calls",
+            detail,
+            "synqall-reconciler --reconcile-now attributes those with one possible organization; \
+             the rest are named in `WARN orphaned call ambiguous` / `without membership` lines \
+             and need a human decision",
+        )
+    };
+    let detail = format!(
+        "{nulls} completed call(s) with NULL duration_minutes, {negatives} negative (counted as 0)"
+    );
+    let durations = if nulls + negatives == 0 {
+        Check::ok("call durations", detail)
+    } else {
+        Check::warn(
+            "call durations",
+            detail,
+            "correct these calls' duration_minutes; the counters follow on the next pass",
+        )
+    };
+    Ok(vec![orphans, durations])
+}
+
+pub(super) async fn orphaned_users(client: &impl GenericClient) -> Check {
+    const NAME: &str = "orphaned users";
+    match client.query_one(queries::ORPHANED_USERS, &[]).await {
+        Ok(row) => {
+            let n: i64 = row.get(0);
+            let detail = format!("{n} user(s) in auth.users without any organization");
+            if n == 0 {
+                Check::ok(NAME, detail)
+            } else {
+                Check::warn(
+                    NAME,
+                    detail,
+                    "the invitation flow should give every user an organization; their calls \
+                     cannot be attributed until it does",
+                )
+            }
+        }
+        Err(e) => Check::not_checked(NAME, error_chain(&e)),
+    }
+}

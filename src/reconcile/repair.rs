@@ -1,0 +1,212 @@
+//! Confirm-then-write (step 5 of a pass, docs/design.md "Confirm before writing"): a drift is
+//! repaired by [`repair_batch`] only if, after the settle time, the counter S and the truth
+//! ledger's fingerprint F (count and minutes of its counted rows) are what the scan saw. The
+//! app increments in a separate transaction a moment after completing a call, so a drift that
+//! is still moving is an increment in flight, not a loss. The repair locks the rows (skipping
+//! locked ones), re-checks S and F under the lock, writes S + delta computed on F
+//! (compare-and-set), and writes the journal row in the same statement.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::queries::{PassQueries, APPLY_REPAIRS, LOCK_ORGS};
+use super::usage::{Fingerprint, OrgUsage};
+use crate::config::{Period, Source};
+use crate::db::{DbError, QueryContext};
+
+/// Why a drifted organization could not be locked: another transaction holds its row (or it
+/// was deleted). Not waited for: an increment in flight holds that lock.
+pub const ROW_BUSY: &str = "row locked by another transaction or deleted";
+
+/// What happened to one drifted organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairAction {
+    /// Counter set to `new`, journalled.
+    Repaired { new: i32 },
+    /// Dry run: would have been repaired.
+    WouldRepair,
+    /// The counter or the ledger moved, or the row was locked: left to the next pass.
+    LostRace { reason: &'static str },
+    /// The correct value does not fit `used_minutes` (integer): not written.
+    Refused { reason: String },
+}
+
+impl RepairAction {
+    /// The `action=` word of the CRITICAL line.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Repaired { .. } => "repaired",
+            Self::WouldRepair => "would_repair",
+            Self::LostRace { .. } => "lost_race",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// Everything the repair of one batch needs besides the rows.
+#[derive(Debug, Clone)]
+pub struct RepairContext<'a> {
+    pub queries: &'a PassQueries,
+    pub run_id: Uuid,
+    pub source: Source,
+    pub period: Period,
+    pub period_start: Option<DateTime<Utc>>,
+}
+
+/// Confirm and repair one batch in one transaction; returns an action per organization.
+///
+/// # Errors
+/// A statement or the commit failed: nothing of the batch was written.
+pub async fn repair_batch(
+    client: &mut deadpool_postgres::Object,
+    ctx: &RepairContext<'_>,
+    batch: &[&OrgUsage],
+) -> Result<Vec<(Uuid, RepairAction)>, DbError> {
+    let tx = client
+        .transaction()
+        .await
+        .context("begin a repair transaction")?;
+    let seen = read_under_lock(&tx, ctx, batch).await?;
+    let mut actions = Vec::with_capacity(batch.len());
+    let mut writes: Vec<(&OrgUsage, i32)> = Vec::new();
+    for org in batch {
+        match confirm(org, &seen, ctx.source) {
+            Confirmed::Write(new) => writes.push((org, new)),
+            Confirmed::Skip(action) => actions.push((org.org_id, action)),
+        }
+    }
+    if !writes.is_empty() {
+        let written = apply(&tx, ctx, &writes).await?;
+        for (org, new) in writes {
+            let action = if written.contains(&org.org_id) {
+                RepairAction::Repaired { new }
+            } else {
+                // Cannot happen under the row lock; kept so a surprise is reported, not hidden.
+                RepairAction::LostRace {
+                    reason: "used_minutes changed under the lock",
+                }
+            };
+            actions.push((org.org_id, action));
+        }
+    }
+    tx.commit().await.context("commit repairs")?;
+    Ok(actions)
+}
+
+/// What the batch's organizations look like now, under their row locks.
+struct UnderLock {
+    /// Counter of each organization locked; absent: locked by someone else (or deleted).
+    counters: HashMap<Uuid, Option<i32>>,
+    fingerprints: HashMap<Uuid, Fingerprint>,
+}
+
+/// Lock the rows (skipping locked ones) and re-read S and F under the lock.
+async fn read_under_lock(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &RepairContext<'_>,
+    batch: &[&OrgUsage],
+) -> Result<UnderLock, DbError> {
+    let ids: Vec<Uuid> = batch.iter().map(|o| o.org_id).collect();
+    let counters: HashMap<Uuid, Option<i32>> = tx
+        .query(LOCK_ORGS, &[&ids])
+        .await
+        .context("lock organizations for repair")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let locked_ids: Vec<Uuid> = counters.keys().copied().collect();
+    let fingerprints = tx
+        .query(
+            ctx.queries.fingerprints.as_str(),
+            &[&locked_ids, &ctx.period_start],
+        )
+        .await
+        .context("re-read ledger fingerprints")?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Fingerprint {
+                    entries: r.get(1),
+                    minutes: r.get(2),
+                },
+            )
+        })
+        .collect();
+    Ok(UnderLock {
+        counters,
+        fingerprints,
+    })
+}
+
+/// The decision for one organization once its row is locked.
+enum Confirmed {
+    /// S and F are what the scan saw: write this value.
+    Write(i32),
+    Skip(RepairAction),
+}
+
+/// S and F unchanged, and the value fits: write S + delta (delta computed on F, which equals
+/// F's total). Anything else is left alone with its reason.
+fn confirm(org: &OrgUsage, seen: &UnderLock, source: Source) -> Confirmed {
+    let lost = |reason| Confirmed::Skip(RepairAction::LostRace { reason });
+    match seen.counters.get(&org.org_id) {
+        None => lost(ROW_BUSY),
+        Some(now) if *now != org.stored => lost("used_minutes changed since the scan"),
+        Some(_)
+            if seen
+                .fingerprints
+                .get(&org.org_id)
+                .copied()
+                .unwrap_or_default()
+                != org.fingerprint(source) =>
+        {
+            lost("ledger changed since the scan")
+        }
+        Some(_) => {
+            let new = org.stored.map(i64::from).unwrap_or(0) + org.delta(source);
+            match i32::try_from(new) {
+                Ok(new) => Confirmed::Write(new),
+                Err(_) => Confirmed::Skip(RepairAction::Refused {
+                    reason: format!("expected {new} does not fit used_minutes (integer)"),
+                }),
+            }
+        }
+    }
+}
+
+/// The compare-and-set writes and their journal rows, one statement; returns the ids written.
+async fn apply(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &RepairContext<'_>,
+    writes: &[(&OrgUsage, i32)],
+) -> Result<Vec<Uuid>, DbError> {
+    let org_ids: Vec<Uuid> = writes.iter().map(|(o, _)| o.org_id).collect();
+    let old: Vec<Option<i32>> = writes.iter().map(|(o, _)| o.stored).collect();
+    let new: Vec<i32> = writes.iter().map(|(_, n)| *n).collect();
+    let calls: Vec<i64> = writes.iter().map(|(o, _)| o.calls_minutes).collect();
+    let metrics: Vec<i64> = writes.iter().map(|(o, _)| o.metrics_minutes).collect();
+    let reasons: Vec<&str> = writes.iter().map(|(o, _)| o.reason()).collect();
+    Ok(tx
+        .query(
+            APPLY_REPAIRS,
+            &[
+                &org_ids,
+                &old,
+                &new,
+                &calls,
+                &metrics,
+                &ctx.run_id,
+                &ctx.period.as_str(),
+                &ctx.period_start,
+                &reasons,
+            ],
+        )
+        .await
+        .context("write repairs and their journal rows")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
