@@ -75,9 +75,7 @@ pub enum Error {
     #[error(transparent)]
     Revert(revert::RevertError),
     #[error(transparent)]
-    LocalPg(#[from] local_pg::LocalPgError),
-    #[error("interrupted")]
-    Interrupted,
+    Demo(#[from] demo::DemoError),
     #[error("{0}")]
     Other(String),
 }
@@ -119,7 +117,11 @@ impl From<revert::RevertError> for Error {
 /// See [`Error`]; [`Error::exit`] gives the exit code.
 pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
     if let Some(Command::Demo) = cli.command {
-        return demo::run(settings).await;
+        return Ok(match demo::run(settings).await? {
+            demo::DemoOutcome::AllRepaired => Exit::Ok,
+            demo::DemoOutcome::DriftLeft => Exit::DriftLeft,
+            demo::DemoOutcome::LockHeld => Exit::LockHeld,
+        });
     }
     // Every other command talks to the configured database.
     let target = db::target::resolve(&settings, cli.database_url.as_ref())?;
@@ -205,15 +207,7 @@ pub async fn migrate(
     target: &DatabaseTarget,
 ) -> Result<Vec<migrations::Applied>, Error> {
     let db = Database::new(target, settings)?;
-    let mut conn = db.dedicated().await?;
-    let applied = migrations::apply_pending(&mut conn.client).await?;
-    if applied.is_empty() {
-        info!("migrations: nothing to apply, the database is current");
-    }
-    for m in &applied {
-        info!(version = m.version, name = m.name, "migration applied");
-    }
-    Ok(applied)
+    Ok(migrations::migrate(&db).await?)
 }
 
 /// One pass now (`--reconcile-now`), mapped to an exit code.

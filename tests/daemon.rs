@@ -94,7 +94,7 @@ async fn two_daemons_never_overlap_and_the_survivor_takes_over_from_a_killed_hol
     let settle = [("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "1")];
     let mut a = Daemon::start(&db.url, &settle);
     a.wait_for("waiting for drift to settle", 1, 10).await;
-    let b = Daemon::start(&db.url, &settle);
+    let mut b = Daemon::start(&db.url, &settle);
     b.wait_for("advisory lock is held", 1, 10).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
@@ -117,6 +117,8 @@ async fn two_daemons_never_overlap_and_the_survivor_takes_over_from_a_killed_hol
         .any(|l| l.contains("action=repaired"));
     assert!(repaired, "{}", b.lines().join("\n"));
     assert_eq!(db.used_minutes(busy).await, Some(10));
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait(15).await, Some(0));
 
     // Never two passes at once: closed runs do not overlap, and the killed one was closed.
     let runs = db
@@ -157,8 +159,12 @@ async fn two_daemons_never_overlap_and_the_survivor_takes_over_from_a_killed_hol
         abandoned, 1,
         "the killed daemon's run was closed by the survivor"
     );
-    assert!(
-        !a.grep("advisory lock is held").is_empty() || !b.grep("advisory lock is held").is_empty()
+    // A pass skipped for the lock writes no run row: there is one row per pass that started.
+    let started = a.grep("reconcile pass started").len() + b.grep("reconcile pass started").len();
+    assert_eq!(
+        runs.len(),
+        started,
+        "run rows vs passes started (skipped passes write none)"
     );
 }
 
@@ -219,13 +225,7 @@ async fn sigterm_during_a_long_pass_exits_0_with_journal_and_counters_consistent
     assert_eq!(duplicate, 0);
     let status: String = db.scalar("SELECT status FROM reconciler.runs").await;
     assert_eq!(status, "cancelled");
-    let locks: i64 = db
-        .scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .await;
-    assert_eq!(locks, 0, "advisory lock still held");
+    assert_eq!(db.advisory_locks().await, 0, "advisory lock still held");
 }
 
 /// A unix datagram socket standing in for systemd's NOTIFY_SOCKET.
@@ -441,6 +441,13 @@ fn sample(body: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn metrics_endpoint_reports_passes_drift_and_last_success() {
     let db = TestDb::migrated().await;
+    // A password in the URL (the test cluster ignores it) that must not reach the endpoint.
+    let secret = "metrics-must-not-show-this-pw";
+    let url = db.url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{secret}@"),
+        1,
+    );
     org_with_usage(&db, "Drifted", Some(1)).await;
     org_with_usage(&db, "Also drifted", None).await;
     // A free port: bind, read it, release.
@@ -448,7 +455,7 @@ async fn metrics_endpoint_reports_passes_drift_and_last_success() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    let mut daemon = Daemon::start(&db.url, &[("SYNQALL_RECONCILER__METRICS__LISTEN", &addr)]);
+    let mut daemon = Daemon::start(&url, &[("SYNQALL_RECONCILER__METRICS__LISTEN", &addr)]);
     daemon.wait_for("metrics endpoint listening", 1, 10).await;
     daemon.wait_for("reconcile pass finished", 2, 15).await;
 
@@ -479,7 +486,11 @@ async fn metrics_endpoint_reports_passes_drift_and_last_success() {
         .as_secs_f64();
     assert!((now - last_success).abs() < 30.0, "{last_success} vs {now}");
     assert!(sample(&body, "synqall_reconciler_last_pass_duration_seconds") >= 0.0);
-    assert!(!body.contains(&db.url), "no secret or URL in metrics");
+    assert!(!body.contains(secret), "no secret in metrics: {body}");
+    assert!(
+        !body.contains(&db.name),
+        "no database name in metrics: {body}"
+    );
 
     let (not_found, _) = http_get(&addr, "/").await;
     assert_eq!(not_found, "HTTP/1.1 404 Not Found");

@@ -274,3 +274,34 @@ async fn the_least_privilege_login_can_run_doctor() {
     );
     assert!(!out.stdout.contains("not checked"), "{}", out.stdout);
 }
+
+#[tokio::test]
+async fn a_check_that_cannot_run_says_why_not_just_db_error() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    db.exec("REVOKE USAGE ON SCHEMA auth FROM synqall_reconciler")
+        .await;
+    let login = db.reconciler_login().await;
+    let env = [("DATABASE_URL", login.as_str())];
+    let out = common::run_bin(&["doctor"], &env, &[]).await;
+    let users = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("orphaned users"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        users.contains("permission denied for schema auth"),
+        "{users}"
+    );
+    let pass = common::run_bin(&["--reconcile-now"], &env, &[]).await;
+    let skipped = pass.grep("orphaned users check skipped");
+    assert_eq!(skipped.len(), 1, "{}", pass.stderr);
+    assert!(
+        skipped[0].contains("permission denied for schema auth"),
+        "{}",
+        skipped[0]
+    );
+    for output in [&out.stdout, &pass.stderr] {
+        assert!(!output.contains("db error"), "{output}");
+    }
+}

@@ -279,15 +279,9 @@ async fn statement_timeout_fails_the_pass_cleanly_with_nothing_half_written() {
         .scalar("SELECT count(*) FROM reconciler.adjustments")
         .await;
     assert_eq!(adjustments, 0);
-    let (status, error): (String, String) = {
-        let row = db
-            .client
-            .query_one("SELECT status, error FROM reconciler.runs", &[])
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let (status, error) = db.only_run().await;
     assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
     assert!(error.contains("statement timeout"), "{error}");
 
     db.exec("ALTER POLICY synqall_reconciler_read ON public.calls USING (true)")

@@ -1,4 +1,4 @@
-//! The reconciler beside a live app (DESIGN.md §4.5): concurrent writers complete calls and
+//! The reconciler beside a live app (docs/design.md, "Confirm before writing"): concurrent writers complete calls and
 //! increment a moment later, some increments are lost. The daemon must repair exactly the lost
 //! ones, never count an in-flight increment (which would show as a counter lowered later), and
 //! every journal row must be a committed change. Also with the daemon SIGKILLed mid-run.

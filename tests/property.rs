@@ -1,5 +1,5 @@
 //! Property test: over random ledgers, counters and orphan layouts, one pass reaches the truth
-//! of DESIGN.md §3 (computed here independently), a second pass changes nothing, and the
+//! of docs/design.md ("What correct means", computed here independently), a second pass changes nothing, and the
 //! journal replays to the same counters. Each case gets its own database, cloned from a
 //! migrated template.
 
@@ -84,7 +84,7 @@ fn layout() -> impl Strategy<Value = Layout> {
     })
 }
 
-/// DESIGN.md §3, independently: where each orphan goes, and what each counter should be.
+/// docs/design.md ("What correct means"), independently: where each orphan goes, and what each counter should be.
 fn truth(l: &Layout) -> (Vec<Option<usize>>, Vec<i64>) {
     let owners: Vec<Option<usize>> = l
         .calls

@@ -3,97 +3,9 @@
 
 mod common;
 
+use common::damaged::damaged_db;
 use common::TestDb;
 use uuid::Uuid;
-
-/// The fixture of acceptance 1: every kind of counter damage and every kind of orphan.
-struct Damaged {
-    lost: Uuid,
-    doubled: Uuid,
-    null_counter: Uuid,
-    zeroed: Uuid,
-    clean: Uuid,
-    pending_only: Uuid,
-    only_membership_call: Uuid,
-    at_call_time_call: Uuid,
-    ambiguous_call: Uuid,
-    no_membership_call: Uuid,
-    attributed_call: Uuid,
-}
-
-impl Damaged {
-    fn drifted(&self) -> [Uuid; 4] {
-        [self.lost, self.doubled, self.null_counter, self.zeroed]
-    }
-}
-
-async fn damaged_db() -> (TestDb, Damaged) {
-    let db = TestDb::migrated().await;
-    let lost = db.org("Lost increments", Some(10)).await;
-    let doubled = db.org("Doubled \"retry\" increments", Some(30)).await;
-    let null_counter = db.org("NULL counter", None).await;
-    let zeroed = db.org("Zeroed by hand", Some(0)).await;
-    let clean = db.org("Clean", Some(5)).await;
-    let pending_only = db.org("Pending only", Some(0)).await;
-
-    let u_lost = db.user().await;
-    db.member(u_lost, lost, 300).await;
-    db.completed_call(u_lost, lost, 10).await;
-    db.completed_call(u_lost, lost, 20).await;
-    let u_doubled = db.user().await;
-    db.member(u_doubled, doubled, 300).await;
-    db.completed_call(u_doubled, doubled, 15).await;
-    let u_null = db.user().await;
-    db.member(u_null, null_counter, 300).await;
-    db.completed_call(u_null, null_counter, 7).await;
-    let u_zero = db.user().await;
-    db.member(u_zero, zeroed, 300).await;
-    db.completed_call(u_zero, zeroed, 12).await;
-    let u_clean = db.user().await;
-    db.member(u_clean, clean, 300).await;
-    db.completed_call(u_clean, clean, 5).await;
-    db.call(u_clean, Some(pending_only), "processing", Some(50), 1)
-        .await;
-    db.call(u_clean, Some(pending_only), "failed", Some(40), 1)
-        .await;
-
-    // Orphans. Only membership: the lost org's user; attributed, 9 more minutes for `lost`.
-    let only_membership_call = db.call(u_lost, None, "completed", Some(9), 3).await;
-    // Two memberships, the call predates the second: belongs to the first (doubled).
-    let u_two = db.user().await;
-    db.member(u_two, doubled, 100).await;
-    db.member(u_two, null_counter, 10).await;
-    let at_call_time_call = db.call(u_two, None, "completed", Some(4), 50).await;
-    // An attributed call of the same user in the other org must not move.
-    let attributed_call = db
-        .call(u_two, Some(null_counter), "completed", Some(2), 5)
-        .await;
-    // Two memberships, both older than the call: ambiguous.
-    let u_amb = db.user().await;
-    db.member(u_amb, zeroed, 100).await;
-    db.member(u_amb, clean, 100).await;
-    let ambiguous_call = db.call(u_amb, None, "completed", Some(6), 5).await;
-    // No membership at all.
-    let u_none = db.user().await;
-    let no_membership_call = db.call(u_none, None, "completed", Some(8), 5).await;
-
-    (
-        db,
-        Damaged {
-            lost,
-            doubled,
-            null_counter,
-            zeroed,
-            clean,
-            pending_only,
-            only_membership_call,
-            at_call_time_call,
-            ambiguous_call,
-            no_membership_call,
-            attributed_call,
-        },
-    )
-}
 
 /// Organizations whose counter differs from the sum of their completed calls.
 async fn wrong_counters(db: &TestDb) -> i64 {
@@ -511,99 +423,33 @@ async fn numeric_durations_are_rounded_per_call_and_bad_ones_count_zero() {
 }
 
 #[tokio::test]
-async fn status_shows_the_run_id_of_the_pass_as_a_table_and_as_json() {
+async fn a_run_row_that_cannot_be_closed_fails_the_pass_with_an_error_line() {
     let (db, _) = damaged_db().await;
-    let before = db.run(&["status"], &[]).await;
-    assert_eq!(before.code(), 0, "{}", before.stderr);
+    // Closing the run as `ok` is refused; closing it as `failed` still works.
+    db.exec(
+        "CREATE FUNCTION public.refuse_ok() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN
+                IF NEW.status = 'ok' THEN RAISE EXCEPTION 'runs may not be closed as ok'; END IF;
+                RETURN NEW;
+              END $$;
+         CREATE TRIGGER refuse_ok BEFORE UPDATE ON reconciler.runs
+           FOR EACH ROW EXECUTE FUNCTION public.refuse_ok();",
+    )
+    .await;
+    let out = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let failed = out.grep("ERROR reconcile pass failed");
+    assert_eq!(failed.len(), 1, "{}", out.stderr);
     assert!(
-        before.stdout.contains("last successful pass: never"),
+        failed[0].contains("runs may not be closed as ok"),
         "{}",
-        before.stdout
+        failed[0]
     );
-
-    let pass = db.run(&["--reconcile-now"], &[]).await;
-    let summary = pass.grep("reconcile pass finished");
-    let run_id = summary[0]
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("run_id="))
-        .unwrap()
-        .to_string();
-
-    let table = db.run(&["status"], &[]).await;
-    assert_eq!(table.code(), 0, "{}", table.stderr);
-    let row = table
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&run_id))
-        .unwrap_or_else(|| panic!("{run_id} not in:\n{}", table.stdout));
-    assert!(row.ends_with(" ok"), "{row}");
-    assert!(table.stdout.contains("s ago)"), "{}", table.stdout);
-
-    let json = db.run(&["status", "--json"], &[]).await;
-    assert_eq!(json.code(), 0, "{}", json.stderr);
-    let value: serde_json::Value =
-        serde_json::from_str(&json.stdout).expect("status --json is JSON");
-    let runs = value["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["id"], run_id.as_str());
-    assert_eq!(runs[0]["drifted"], 4);
-    assert_eq!(runs[0]["repaired"], 4);
-    assert_eq!(runs[0]["status"], "ok");
-    assert!(value["seconds_since_last_success"].as_i64().unwrap() >= 0);
-}
-
-#[tokio::test]
-async fn json_log_lines_all_parse_and_drift_events_carry_typed_fields() {
-    let (db, d) = damaged_db().await;
-    let out = db
-        .run(&["--log-format", "json", "--reconcile-now"], &[])
-        .await;
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-
-    let events: Vec<serde_json::Value> = out
-        .stderr
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{}", out.stderr))
-        })
-        .collect();
-    assert!(events.len() >= 6, "{}", out.stderr);
-    for event in &events {
-        for key in ["timestamp", "level", "message"] {
-            assert!(event.get(key).is_some(), "{key} missing in {event}");
-        }
-    }
-    let drifts: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(|e| e["level"] == "CRITICAL" && e["message"] == "used_minutes drift")
-        .collect();
-    assert_eq!(drifts.len(), 4, "{}", out.stderr);
-    let run_id = drifts[0]["run_id"].as_str().expect("run_id is a string");
-    Uuid::parse_str(run_id).expect("run_id is a uuid");
-    for drift in &drifts {
-        assert_eq!(drift["run_id"], run_id, "{drift}");
-        assert!(drift["expected"].is_i64(), "{drift}");
-        assert!(drift["delta"].is_i64(), "{drift}");
-        assert_eq!(drift["action"], "repaired", "{drift}");
-        let org: Uuid = drift["org_id"].as_str().unwrap().parse().unwrap();
-        let stored = &drift["stored"];
-        if org == d.null_counter {
-            assert!(stored.is_null(), "a NULL counter is JSON null: {drift}");
-        } else {
-            assert!(stored.is_i64(), "stored is a number: {drift}");
-        }
-        if org == d.lost {
-            assert_eq!(drift["stored"], 10, "{drift}");
-            assert_eq!(drift["expected"], 39, "{drift}");
-            assert_eq!(drift["org_name"], "Lost increments", "{drift}");
-        }
-    }
-    let summary = events
-        .iter()
-        .find(|e| e["message"] == "reconcile pass finished")
-        .expect("summary event");
-    assert_eq!(summary["run_id"], run_id);
-    assert_eq!(summary["repaired"], 4, "{summary}");
-    assert_eq!(summary["dry_run"], false, "{summary}");
+    let (status, error) = db.only_run().await;
+    assert_eq!(status, "failed", "the run row is closed, not left running");
+    assert!(
+        error.unwrap_or_default().contains("closed as ok"),
+        "the run row says why"
+    );
+    assert_eq!(db.advisory_locks().await, 0, "advisory lock released");
 }

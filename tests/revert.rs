@@ -362,3 +362,44 @@ async fn a_revert_that_fails_half_way_restores_nothing() {
     assert_eq!(again.code(), 0, "{}{}", again.stdout, again.stderr);
     assert_eq!(db.used_minutes(f.lost).await, Some(10));
 }
+
+#[tokio::test]
+async fn revert_lines_past_the_cap_end_in_one_summary_line() {
+    let f = fixture().await;
+    let db = &f.db;
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    let run_id = pass.run_id().to_string();
+    // Two restored counters are changed after the run: two skip lines.
+    db.exec(&format!(
+        "UPDATE public.organizations SET used_minutes = used_minutes + 1
+          WHERE id IN ('{}', '{}')",
+        f.later_changed, f.null_counter
+    ))
+    .await;
+    let cap = [(
+        "SYNQALL_RECONCILER__ALERT__MAX_CRITICAL_LINES_PER_PASS",
+        "1",
+    )];
+    let out = db.run(&["revert", &run_id], &cap).await;
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    // Restored: one counter and one attribution, one line shown, one suppressed.
+    assert_eq!(out.grep("INFO revert restored").len(), 1, "{}", out.stderr);
+    assert_eq!(out.grep("WARN revert skipped").len(), 1, "{}", out.stderr);
+    let summaries = out.grep("log lines suppressed");
+    assert_eq!(summaries.len(), 2, "{}", out.stderr);
+    assert!(
+        summaries
+            .iter()
+            .any(|l| l.contains("kind=\"revert restored\"") && l.contains("suppressed=1")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        summaries
+            .iter()
+            .any(|l| l.contains("kind=\"revert skipped\"") && l.contains("suppressed=1")),
+        "{}",
+        out.stderr
+    );
+}

@@ -8,17 +8,23 @@
 //! settings and depends on nothing else in the crate.
 //!
 //! - [`schedule`]: `schedule.cron` as a typed, validated value.
+//! - [`values`]: the enum-valued keys and [`Secret`].
+//! - [`error`]: [`ConfigError`], naming the key.
 
+pub mod error;
 pub mod schedule;
+pub mod values;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use self::error::from_config_error;
+pub use self::error::ConfigError;
 pub use self::schedule::CronSchedule;
+pub use self::values::{AmbiguousPolicy, LogFormat, Period, Rounding, Secret, Source};
 
 /// The defaults, compiled in so the binary needs no file to start.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
@@ -28,55 +34,6 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/synqall-reconciler/config.toml";
 pub const ENV_PREFIX: &str = "SYNQALL_RECONCILER";
 /// Name of the systemd credential holding the database URL.
 pub const DATABASE_URL_CREDENTIAL: &str = "database-url";
-
-/// A configuration problem, with the key it concerns when there is one.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration{}: {message}", key.as_ref().map(|k| format!(" for key `{k}`")).unwrap_or_default())]
-pub struct ConfigError {
-    /// Dotted key, e.g. `usage.period`.
-    pub key: Option<String>,
-    /// What is wrong and what would be right.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error about `key`.
-    pub fn key(key: &str, message: impl Into<String>) -> Self {
-        Self {
-            key: Some(key.to_string()),
-            message: message.into(),
-        }
-    }
-}
-
-/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it (connecting).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// All settings; see `config/default.toml` for each key's meaning.
 #[derive(Debug, Clone, Deserialize)]
@@ -173,76 +130,6 @@ fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Sock
             "{text:?} is not an address:port such as \"127.0.0.1:9464\""
         ))
     })
-}
-
-/// The billing period a counter covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    /// Every completed call ever (the seed's definition).
-    AllTime,
-    /// Calls created in the current calendar month, UTC.
-    CalendarMonth,
-}
-
-/// Which ledger is the truth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    Calls,
-    UsageMetrics,
-}
-
-/// Per-call rounding of numeric durations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rounding {
-    Ceil,
-    Round,
-    Floor,
-}
-
-/// What to do with an orphaned call whose owner cannot be decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AmbiguousPolicy {
-    Skip,
-    EarliestMembership,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-macro_rules! display_as_snake_case {
-    ($($ty:ty => { $($variant:ident => $text:literal),* $(,)? })*) => {$(
-        impl $ty {
-            /// Every config spelling, for error messages.
-            pub const SPELLINGS: &'static [&'static str] = &[$($text),*];
-
-            /// The config spelling, also used in logs and the journal.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),* }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    )*};
-}
-
-display_as_snake_case! {
-    Period => { AllTime => "all_time", CalendarMonth => "calendar_month" }
-    Source => { Calls => "calls", UsageMetrics => "usage_metrics" }
-    Rounding => { Ceil => "ceil", Round => "round", Floor => "floor" }
-    AmbiguousPolicy => { Skip => "skip", EarliestMembership => "earliest_membership" }
-    LogFormat => { Text => "text", Json => "json" }
 }
 
 impl Settings {
@@ -362,45 +249,6 @@ impl Settings {
     pub fn settle(&self) -> Duration {
         Duration::from_secs(self.usage.settle_seconds)
     }
-}
-
-/// Allowed spellings of the enum-valued keys, for error messages.
-const ENUM_KEYS: &[(&str, &[&str])] = &[
-    ("usage.period", Period::SPELLINGS),
-    ("usage.source", Source::SPELLINGS),
-    ("usage.rounding", Rounding::SPELLINGS),
-    ("orphans.ambiguous", AmbiguousPolicy::SPELLINGS),
-    ("log.format", LogFormat::SPELLINGS),
-];
-
-/// The `config` crate's errors say "… for key `x`"; lift the key out so every message reads
-/// "invalid configuration for key `x`: …", and make its two least helpful messages helpful.
-fn from_config_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
-    let Some(start) = text.find(" for key `") else {
-        return ConfigError {
-            key: None,
-            message: text,
-        };
-    };
-    let rest = &text[start + " for key `".len()..];
-    let mut key = rest.split('`').next().unwrap_or_default().to_string();
-    let mut message = text[..start].to_string();
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split('`').next())
-    {
-        key = format!("{key}.{field}");
-        message = format!("unknown key ({message})");
-    } else if message.contains("does not have variant constructor") {
-        let allowed = ENUM_KEYS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(String::new(), |(_, spellings)| spellings.join(", "));
-        let given = message.rsplit(' ').next().unwrap_or_default();
-        message = format!("unknown value `{given}`, expected one of: {allowed}");
-    }
-    ConfigError::key(&key, message)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::info;
 
-use crate::critical;
+use crate::telemetry::critical;
 
 /// Tracks the time since the last successful pass.
 #[derive(Debug)]

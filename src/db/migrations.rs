@@ -10,7 +10,9 @@
 
 use tokio_postgres::error::SqlState;
 
-use super::{DbError, QueryContext};
+use tracing::info;
+
+use super::{Database, DbError, QueryContext};
 
 /// One shipped migration.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +142,22 @@ fn verify_checksums(applied: &[(i32, String)]) -> Result<(), DbError> {
         }
     }
     Ok(())
+}
+
+/// `migrate`: apply what is pending on a connection of its own, and log it.
+///
+/// # Errors
+/// As [`apply_pending`].
+pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
+    let mut conn = db.dedicated().await?;
+    let applied = apply_pending(&mut conn.client).await?;
+    if applied.is_empty() {
+        info!("migrations: nothing to apply, the database is current");
+    }
+    for m in &applied {
+        info!(version = m.version, name = m.name, "migration applied");
+    }
+    Ok(applied)
 }
 
 /// Apply every pending migration, each in its own transaction; returns what was applied

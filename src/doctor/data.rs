@@ -4,16 +4,19 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{Check, WORST};
+use super::report::Check;
 use crate::config::{Settings, Source};
 use crate::db::{schema, DbError, QueryContext};
 use crate::reconcile::queries::{self, PassQueries};
-use crate::reconcile::usage;
+use crate::reconcile::usage::{self, OrgUsage, UsageScan};
 use crate::telemetry::{error_chain, OrNull};
 
 const USED_MINUTES_COLUMN: &str = include_str!("sql/used_minutes_column.sql");
 const NULL_COUNTERS: &str = include_str!("sql/null_counters.sql");
 const ORPHANS: &str = include_str!("sql/orphans.sql");
+
+/// How many of the worst drifted organizations a check names.
+const WORST: usize = 5;
 
 pub(super) async fn used_minutes_column(client: &impl GenericClient) -> Result<Check, DbError> {
     const NAME: &str = "used_minutes column";
@@ -52,11 +55,12 @@ pub(super) async fn used_minutes_column(client: &impl GenericClient) -> Result<C
     })
 }
 
+const SYNC: &str = "counters in sync";
+const LEDGERS: &str = "ledgers agree";
+
 /// The seed's "organizations have synced used_minutes" and the ledger cross-check, through the
 /// pass's own comparison (same period, source and rounding as the daemon).
 pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Settings) -> Vec<Check> {
-    const SYNC: &str = "counters in sync";
-    const LEDGERS: &str = "ledgers agree";
     let scan = async {
         let app_schema = schema::inspect(client).await?;
         let queries = PassQueries::new(&app_schema, &settings.usage);
@@ -74,85 +78,10 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         }
     };
     let source = settings.usage.source;
-    let mut drifted: Vec<&usage::OrgUsage> = scan
-        .disagreeing
-        .iter()
-        .filter(|o| o.is_drifted(source))
-        .collect();
-    drifted.sort_by_key(|o| std::cmp::Reverse(o.delta(source).unsigned_abs()));
-    let basis = format!(
-        "period {}, truth {}",
-        settings.usage.period.as_str(),
-        source.as_str()
-    );
-    let sync = if drifted.is_empty() {
-        Check::ok(
-            SYNC,
-            format!("all {} organizations match ({basis})", scan.orgs_checked),
-        )
-    } else {
-        let worst = drifted
-            .iter()
-            .take(WORST)
-            .map(|o| {
-                format!(
-                    "{} {:?} stored={} expected={} delta={}",
-                    o.org_id,
-                    o.name,
-                    OrNull(o.stored),
-                    o.expected(source),
-                    o.delta(source)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Check::warn(
-            SYNC,
-            format!(
-                "{} of {} organizations drift ({basis}); worst: {worst}",
-                drifted.len(),
-                scan.orgs_checked
-            ),
-            "synqall-reconciler --reconcile-now (or wait for the daemon's next pass); \
-             a drift that persists across passes is an increment the app keeps losing",
-        )
-    };
-    let mismatched: Vec<&usage::OrgUsage> = scan
-        .disagreeing
-        .iter()
-        .filter(|o| o.ledgers_disagree())
-        .collect();
-    let ledgers = if mismatched.is_empty() {
-        Check::ok(
-            LEDGERS,
-            "calls and usage_metrics agree for every organization",
-        )
-    } else {
-        let worst = mismatched
-            .iter()
-            .take(WORST)
-            .map(|o| {
-                format!(
-                    "{} calls={} usage_metrics={}",
-                    o.org_id, o.calls_minutes, o.metrics_minutes
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Check::warn(
-            LEDGERS,
-            format!(
-                "{} organization(s) where completed calls and minutes_transcribed differ; {worst}",
-                mismatched.len()
-            ),
-            format!(
-                "look at these organizations' calls and usage_metrics rows; counters follow \
-                 usage.source = {} and the other ledger is only reported",
-                source.as_str()
-            ),
-        )
-    };
-    let mut checks = vec![sync, ledgers];
+    let mut checks = vec![
+        counters_in_sync(&scan, settings),
+        ledgers_agree(&scan, source),
+    ];
     if source == Source::UsageMetrics && scan.unowned_metric_minutes > 0 {
         checks.push(Check::warn(
             "usage_metrics without organization",
@@ -164,6 +93,91 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         ));
     }
     checks
+}
+
+/// Drifted counters, the worst named with their numbers.
+fn counters_in_sync(scan: &UsageScan, settings: &Settings) -> Check {
+    let source = settings.usage.source;
+    let mut drifted: Vec<&OrgUsage> = scan
+        .disagreeing
+        .iter()
+        .filter(|o| o.is_drifted(source))
+        .collect();
+    drifted.sort_by_key(|o| std::cmp::Reverse(o.delta(source).unsigned_abs()));
+    let basis = format!(
+        "period {}, truth {}",
+        settings.usage.period.as_str(),
+        source.as_str()
+    );
+    if drifted.is_empty() {
+        return Check::ok(
+            SYNC,
+            format!("all {} organizations match ({basis})", scan.orgs_checked),
+        );
+    }
+    let worst = drifted
+        .iter()
+        .take(WORST)
+        .map(|o| {
+            format!(
+                "{} {:?} stored={} expected={} delta={}",
+                o.org_id,
+                o.name,
+                OrNull(o.stored),
+                o.expected(source),
+                o.delta(source)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Check::warn(
+        SYNC,
+        format!(
+            "{} of {} organizations drift ({basis}); worst: {worst}",
+            drifted.len(),
+            scan.orgs_checked
+        ),
+        "synqall-reconciler --reconcile-now (or wait for the daemon's next pass); \
+         a drift that persists across passes is an increment the app keeps losing",
+    )
+}
+
+/// Organizations whose two ledgers disagree, the first named.
+fn ledgers_agree(scan: &UsageScan, source: Source) -> Check {
+    let mismatched: Vec<&OrgUsage> = scan
+        .disagreeing
+        .iter()
+        .filter(|o| o.ledgers_disagree())
+        .collect();
+    if mismatched.is_empty() {
+        return Check::ok(
+            LEDGERS,
+            "calls and usage_metrics agree for every organization",
+        );
+    }
+    let worst = mismatched
+        .iter()
+        .take(WORST)
+        .map(|o| {
+            format!(
+                "{} calls={} usage_metrics={}",
+                o.org_id, o.calls_minutes, o.metrics_minutes
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Check::warn(
+        LEDGERS,
+        format!(
+            "{} organization(s) where completed calls and minutes_transcribed differ; {worst}",
+            mismatched.len()
+        ),
+        format!(
+            "look at these organizations' calls and usage_metrics rows; counters follow \
+             usage.source = {} and the other ledger is only reported",
+            source.as_str()
+        ),
+    )
 }
 
 /// The seed's "orphaned calls" check, extended to calls not completed, and bad durations.

@@ -8,109 +8,18 @@
 //! are rolled back. A check that cannot run (privileges, a missing table) is a WARN saying so;
 //! the others still run.
 //!
-//! This file holds the report types and the order of the checks; the checks themselves are in
-//! [`security`], [`data`] and [`operations`], their SQL in `sql/`.
+//! This file holds the order of the checks; the report types are in [`report`], the checks
+//! themselves in `security`, `data` and `operations`, their SQL in `sql/`.
 
 mod data;
 mod operations;
+pub mod report;
 mod security;
 
-use std::fmt;
-
-use serde::Serialize;
-
+pub use self::report::{Check, DoctorReport, Verdict};
 use crate::config::Settings;
 use crate::db::{migrations, Database, DatabaseTarget, DbError};
 use crate::telemetry::error_chain;
-
-/// How many of the worst drifted organizations a check names.
-const WORST: usize = 5;
-
-/// The outcome of one check, worst last (so `max` is the overall verdict).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Ok,
-    Warn,
-    Fail,
-}
-
-impl Verdict {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Ok => "OK",
-            Self::Warn => "WARN",
-            Self::Fail => "FAIL",
-        }
-    }
-}
-
-/// One line of the checklist.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub verdict: Verdict,
-    /// What was found, with the numbers.
-    pub detail: String,
-    /// What to do about it (absent when OK).
-    pub fix: Option<String>,
-}
-
-impl Check {
-    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            verdict: Verdict::Ok,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            name,
-            verdict: Verdict::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            name,
-            verdict: Verdict::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    /// A check that could not run is a WARN naming why: never a silent OK.
-    fn not_checked(name: &'static str, why: impl fmt::Display) -> Self {
-        Self::warn(
-            name,
-            format!("not checked: {why}"),
-            "run doctor as the database owner (or a role that can read this), or fix the cause above",
-        )
-    }
-}
-
-/// Everything `doctor` found.
-#[derive(Debug, Clone, Serialize)]
-pub struct DoctorReport {
-    pub database: String,
-    pub checks: Vec<Check>,
-}
-
-impl DoctorReport {
-    /// Some check FAILed (exit 2).
-    pub fn failed(&self) -> bool {
-        self.checks.iter().any(|c| c.verdict == Verdict::Fail)
-    }
-
-    fn count(&self, verdict: Verdict) -> usize {
-        self.checks.iter().filter(|c| c.verdict == verdict).count()
-    }
-}
 
 /// Run every check.
 ///
@@ -179,29 +88,4 @@ fn or_not_checked(name: &'static str, result: Result<Check, DbError>) -> Check {
 
 fn or_not_checked_many(name: &'static str, result: Result<Vec<Check>, DbError>) -> Vec<Check> {
     result.unwrap_or_else(|e| vec![Check::not_checked(name, error_chain(&e))])
-}
-
-impl fmt::Display for DoctorReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "synqall-reconciler doctor: {}", self.database)?;
-        for check in &self.checks {
-            writeln!(
-                f,
-                "{:<5} {:<24} {}",
-                check.verdict.label(),
-                check.name,
-                check.detail
-            )?;
-            if let Some(fix) = &check.fix {
-                writeln!(f, "{:<30} fix: {fix}", "")?;
-            }
-        }
-        writeln!(
-            f,
-            "{} FAIL, {} WARN, {} OK",
-            self.count(Verdict::Fail),
-            self.count(Verdict::Warn),
-            self.count(Verdict::Ok)
-        )
-    }
 }

@@ -4,7 +4,7 @@
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::Check;
+use super::report::Check;
 use crate::config::{Settings, Source};
 use crate::db::{migrations, DbError, QueryContext};
 use crate::telemetry::error_chain;

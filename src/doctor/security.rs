@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::Check;
+use super::report::Check;
 use crate::config::Settings;
 use crate::db::{DbError, QueryContext};
 use crate::telemetry::error_chain;

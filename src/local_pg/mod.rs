@@ -11,6 +11,8 @@
 //! `initdb` and `postgres` refuse to run as root: as root, both run as the `postgres` user and
 //! the directory is handed to it.
 
+mod error;
+mod options;
 mod server;
 
 use std::ffi::CString;
@@ -22,65 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
+use self::error::io_err;
+pub use self::error::LocalPgError;
+pub use self::options::ClusterOptions;
 use self::server::{keeper_loop, KeeperCmd, ServerSpec};
 
 /// Prefix of every data directory this module creates under the system temp dir.
 const DIR_PREFIX: &str = "synqall-pg-";
-/// How long to wait for the server to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Errors starting or stopping a local cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalPgError {
-    #[error(
-        "PostgreSQL server binaries not found (looked in $PG_BINDIR, `pg_config --bindir` and \
-         /usr/lib/postgresql/*/bin). Install them: `apt-get install -y postgresql` \
-         (Debian/Ubuntu), or set PG_BINDIR to the directory holding initdb and postgres"
-    )]
-    BinariesNotFound,
-    #[error("running as root but there is no `postgres` user to run the server as; install the `postgresql` package or run as an ordinary user")]
-    NoPostgresUser,
-    #[error("{what} failed: {detail}")]
-    Command { what: String, detail: String },
-    #[error("I/O error while {what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the local PostgreSQL keeper thread is gone")]
-    KeeperGone,
-}
-
-fn io_err(what: &str) -> impl FnOnce(io::Error) -> LocalPgError + '_ {
-    move |source| LocalPgError::Io {
-        what: what.to_string(),
-        source,
-    }
-}
-
-/// Tuning of a throwaway cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// `fsync=off` and `full_page_writes=off`: fine for data nobody will miss, wrong for
-    /// benchmarks of durability costs. Commits stay synchronous, so a crash-restart of the
-    /// server (not of the machine) loses no committed transaction.
-    pub unsafe_fast: bool,
-    /// Extra `-c name=value` server settings.
-    pub settings: Vec<(String, String)>,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        Self {
-            unsafe_fast: true,
-            settings: Vec::new(),
-        }
-    }
-}
-
 /// Where to find `initdb`, `postgres` and `pg_isready`: `$PG_BINDIR`, then `pg_config --bindir`,
 /// then the newest `/usr/lib/postgresql/*/bin`.
 ///

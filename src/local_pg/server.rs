@@ -11,7 +11,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{io_err, ClusterOptions, LocalPgError, START_TIMEOUT};
+use super::error::{io_err, LocalPgError};
+use super::options::ClusterOptions;
+
+/// How long to wait for the server to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything the keeper thread needs to (re)start the server.
 #[derive(Debug, Clone)]

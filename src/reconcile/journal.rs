@@ -5,8 +5,9 @@
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::outcome::RunMode;
 use super::queries::{CLOSE_ABANDONED_RUNS, FINISH_RUN, INSERT_RUN};
-use super::{PassReport, RunMode};
+use super::report::PassReport;
 use crate::config::{Period, Source};
 use crate::db::{host_name, DbError, QueryContext};
 

@@ -11,12 +11,13 @@
 //!
 //! Modules, one step each: [`orphans`] (step 3), [`usage`] (step 4), [`repair`] (step 5),
 //! [`journal`] (the run row), [`report`] (log lines and the printed report), [`queries`] (the
-//! SQL), [`control`] (progress and cancellation seen from outside), [`pass`] (the steps in
-//! order).
+//! SQL), [`control`] (progress and cancellation seen from outside), [`outcome`] (how a pass is
+//! asked for and how it ended), [`pass`] (the steps in order).
 
 pub mod control;
 pub mod journal;
 pub mod orphans;
+pub mod outcome;
 pub mod pass;
 pub mod queries;
 pub mod repair;
@@ -29,47 +30,12 @@ use tracing::info;
 use uuid::Uuid;
 
 use self::control::PassControl;
+pub use self::outcome::{PassOptions, PassOutcome, RunMode};
 use self::pass::Pass;
 pub use self::report::PassReport;
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
 use crate::db::{Database, DbError};
-
-/// Who started the pass; recorded in `reconciler.runs.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunMode {
-    Daemon,
-    Once,
-    Demo,
-}
-
-impl RunMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Daemon => "daemon",
-            Self::Once => "once",
-            Self::Demo => "demo",
-        }
-    }
-}
-
-/// How to run one pass.
-#[derive(Debug, Clone, Copy)]
-pub struct PassOptions {
-    pub mode: RunMode,
-    /// Report only: no run row, no attribution, no repair, no settle wait.
-    pub dry_run: bool,
-}
-
-/// The result of a pass that did not fail.
-// One value per pass: its size does not matter, and boxing would only add noise at every match.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum PassOutcome {
-    /// Another instance holds the advisory lock; nothing was done or written.
-    LockHeld,
-    Completed(PassReport),
-}
 
 /// Run one pass.
 ///

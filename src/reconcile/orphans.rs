@@ -1,5 +1,5 @@
 //! Orphaned calls (`calls.organization_id IS NULL`): decide which organization owns each one
-//! (DESIGN.md §3), attribute the decidable ones with a journal row in the same statement, and
+//! (docs/design.md, "What correct means"), attribute the decidable ones with a journal row in the same statement, and
 //! report the rest.
 //!
 //! The rule replaces the seed's `LIMIT 1` without ORDER BY, which picked an arbitrary

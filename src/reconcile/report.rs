@@ -12,8 +12,8 @@ use super::orphans::{Attribution, OrphanedCall};
 use super::repair::RepairAction;
 use super::usage::OrgUsage;
 use crate::config::Source;
-use crate::critical;
 use crate::db::DbError;
+use crate::telemetry::critical;
 use crate::telemetry::{error_chain, OrNull};
 
 /// What one pass found and did.
@@ -220,6 +220,26 @@ impl fmt::Display for PassReport {
             "Reconcile pass"
         };
         writeln!(f, "{title} {}", self.run_id)?;
+        self.fmt_counters(f)?;
+        self.fmt_orphans(f)?;
+        row(
+            f,
+            "calls with NULL duration (drifted orgs)",
+            self.null_durations,
+        )?;
+        row(
+            f,
+            "completed calls with negative duration",
+            self.negative_durations,
+        )?;
+        row(f, "took", format!("{} ms", self.duration.as_millis()))?;
+        self.fmt_corrections(f)
+    }
+}
+
+impl PassReport {
+    /// Counters: checked, drifted and what became of them.
+    fn fmt_counters(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         row(f, "organizations checked", self.orgs_checked)?;
         row(f, "counters drifted", self.drifted)?;
         if self.dry_run {
@@ -247,7 +267,11 @@ impl fmt::Display for PassReport {
             f,
             "ledger mismatches (calls vs usage_metrics)",
             self.ledger_mismatches,
-        )?;
+        )
+    }
+
+    /// Orphaned calls and users.
+    fn fmt_orphans(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = if self.dry_run {
             "attributable"
         } else {
@@ -261,45 +285,39 @@ impl fmt::Display for PassReport {
             self.orphans_no_membership,
         )?;
         match self.orphaned_users {
-            Some(n) => row(f, "users without an organization", n)?,
+            Some(n) => row(f, "users without an organization", n),
             None => row(
                 f,
                 "users without an organization",
                 "(auth.users not readable)",
-            )?,
+            ),
         }
-        row(
-            f,
-            "calls with NULL duration (drifted orgs)",
-            self.null_durations,
-        )?;
-        row(
-            f,
-            "completed calls with negative duration",
-            self.negative_durations,
-        )?;
-        row(f, "took", format!("{} ms", self.duration.as_millis()))?;
-        if !self.corrections.is_empty() {
-            writeln!(f, "  largest corrections (stored -> expected):")?;
-            let mut worst: Vec<&Correction> = self.corrections.iter().collect();
-            worst.sort_by_key(|c| {
-                std::cmp::Reverse((c.expected - i64::from(c.stored.unwrap_or(0))).abs())
-            });
-            for c in worst.iter().take(10) {
-                let name: String = c
-                    .org_name
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(32)
-                    .collect();
-                writeln!(
-                    f,
-                    "    {name:<32} {:>8} -> {:<8} {}",
-                    OrNull(c.stored).to_string(),
-                    c.expected,
-                    c.action
-                )?;
-            }
+    }
+
+    /// The ten largest corrections.
+    fn fmt_corrections(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.corrections.is_empty() {
+            return Ok(());
+        }
+        writeln!(f, "  largest corrections (stored -> expected):")?;
+        let mut worst: Vec<&Correction> = self.corrections.iter().collect();
+        worst.sort_by_key(|c| {
+            std::cmp::Reverse((c.expected - i64::from(c.stored.unwrap_or(0))).abs())
+        });
+        for c in worst.iter().take(10) {
+            let name: String = c
+                .org_name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(32)
+                .collect();
+            writeln!(
+                f,
+                "    {name:<32} {:>8} -> {:<8} {}",
+                OrNull(c.stored).to_string(),
+                c.expected,
+                c.action
+            )?;
         }
         Ok(())
     }

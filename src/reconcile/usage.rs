@@ -172,7 +172,7 @@ pub async fn scan(
     let mut scan = UsageScan::default();
     for row in rows {
         if row.get::<_, bool>("is_total") {
-            scan.orgs_checked = row.get("call_count");
+            scan.orgs_checked = row.get("orgs_checked");
             scan.unowned_metric_minutes = row.get("unowned_metric_minutes");
         } else {
             scan.disagreeing.push(OrgUsage {

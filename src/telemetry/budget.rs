@@ -6,7 +6,7 @@
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::critical;
+use super::values::critical;
 
 /// At most `max` detail lines of one kind per pass; the rest are counted and summarised once
 /// by [`LineBudget::finish`].

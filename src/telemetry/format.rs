@@ -9,7 +9,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::error_chain;
+use super::values::error_chain;
 use crate::config::LogFormat;
 
 /// Free-text fields, quoted even when they hold one word, so a grep pattern like

@@ -11,27 +11,21 @@
 //! - JSON (`--log-format json`) carries the same fields as typed values: numbers are numbers, a
 //!   NULL counter is `null`, ids and free text are strings.
 //!
-//! Modules: [`format`] renders one event; [`budget`] caps detail lines per pass. Shared by the
-//! pass, `doctor` and `revert`: [`OrNull`], [`error_chain`], [`millis`].
+//! Modules: [`format`] renders one event; [`budget`] caps detail lines per pass; [`values`]
+//! holds what the pass, `doctor` and `revert` share ([`OrNull`], [`error_chain`], [`millis`],
+//! the [`critical!`] macro).
 
 pub mod budget;
 pub mod format;
-
-use std::fmt::{self, Write as _};
+pub mod values;
 
 use tracing_subscriber::EnvFilter;
 
 pub use self::budget::LineBudget;
 use self::format::LineFormat;
+pub(crate) use self::values::critical;
+pub use self::values::{error_chain, millis, OrNull};
 use crate::config::LogFormat;
-
-/// Log an event at the CRITICAL level: an ERROR that prints as `CRITICAL`.
-#[macro_export]
-macro_rules! critical {
-    ($($arg:tt)+) => {
-        ::tracing::error!(severity = "CRITICAL", $($arg)+)
-    };
-}
 
 /// Install the global subscriber. `filter` is a tracing filter (`log.level`); `RUST_LOG`, when
 /// set, wins. Calling it twice is harmless (the second call does nothing).
@@ -54,38 +48,4 @@ pub fn init(format: LogFormat, filter: &str) {
         .with_writer(std::io::stderr)
         .event_format(LineFormat::new(format, timestamps))
         .try_init();
-}
-
-/// A value that may be NULL, as log lines and reports print it: the value, or `NULL` (a NULL
-/// counter, a call without user or organization). JSON logs turn `NULL` into `null`.
-pub struct OrNull<T>(pub Option<T>);
-
-impl<T: fmt::Display> fmt::Display for OrNull<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("NULL"),
-        }
-    }
-}
-
-/// A duration as a `…_ms` log field: whole milliseconds, saturating.
-pub fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `outer: inner: root`, so the cause is in the one line. Every error shown to a person goes
-/// through this: a bare `tokio_postgres::Error` displays only "db error", its cause (the
-/// server's message) is one level down.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            let _ = write!(text, ": {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }

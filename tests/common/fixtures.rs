@@ -196,6 +196,25 @@ impl TestDb {
             .collect()
     }
 
+    /// Status and error of the only run row.
+    pub async fn only_run(&self) -> (String, Option<String>) {
+        let row = self
+            .client
+            .query_one("SELECT status, error FROM reconciler.runs", &[])
+            .await
+            .expect("read the run row");
+        (row.get(0), row.get(1))
+    }
+
+    /// Advisory locks held in this database (0 once every pass has released its lock).
+    pub async fn advisory_locks(&self) -> i64 {
+        self.scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await
+    }
+
     /// Hold the reconciler's advisory lock (default key) on a session of its own, as a running
     /// pass elsewhere would, until the returned client is dropped.
     pub async fn hold_reconciler_lock(&self) -> Client {

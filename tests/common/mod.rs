@@ -5,6 +5,7 @@
 //! - [`cluster`]: the shared cluster, clusters of their own, connecting.
 //! - [`fixtures`]: [`TestDb`] and the data helpers.
 //! - [`runner`]: [`run_bin`] / [`Run`] and [`Daemon`].
+//! - [`damaged`]: the damaged database most end-to-end tests start from.
 //! - [`app`]: a stand-in for the web app writing beside the reconciler.
 //!
 //! PostgreSQL missing is a failure with a message saying what to install, never a skip.
@@ -15,6 +16,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod damaged;
 pub mod fixtures;
 pub mod runner;
 

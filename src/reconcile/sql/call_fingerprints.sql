@@ -1,5 +1,5 @@
 -- Count and minutes of the counted calls of some organizations: the fingerprint that must not
--- have changed between the usage read and the repair (DESIGN.md §4.5).
+-- have changed between the usage read and the repair (docs/design.md, "Confirm before writing").
 -- Template: {call_total} as in drifted_orgs.sql.
 -- $1 uuid[]: organizations; $2 timestamptz: start of the billing period (NULL for all_time)
 SELECT c.organization_id,

@@ -1,5 +1,5 @@
 -- Every organization whose stored counter disagrees with its truth ledger, or whose two ledgers
--- disagree, plus one totals row (is_total = true) for the whole table. Computed in one
+-- disagree, plus one totals row (is_total = true: orgs_checked, unowned_metric_minutes). Computed in one
 -- statement inside the database: the client receives rows in proportion to drift, not to the
 -- number of organizations.
 --
@@ -48,12 +48,12 @@ compared AS (
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
 )
 SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
-       metrics_minutes, quota, 0::bigint AS unowned_metric_minutes
+       metrics_minutes, quota, NULL::bigint AS orgs_checked, 0::bigint AS unowned_metric_minutes
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR calls_minutes <> metrics_minutes
     OR {expected} > quota
 UNION ALL
-SELECT true, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL,
+SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0)
   FROM compared

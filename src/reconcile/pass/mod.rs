@@ -1,0 +1,186 @@
+//! The steps of one pass, in the order of docs/design.md ("One pass"): [`Pass::run`] reads
+//! top to bottom as that list, each step a method of its own; [`Pass::finish`] is the one exit,
+//! whatever happened: it closes the run row, logs the summary or the failure, and hands back
+//! the outcome.
+//!
+//! The steps live beside this file, one file per stage: `orphan_steps` (step 3),
+//! `usage_steps` (step 4 and the reports of step 6), `repair_steps` (step 5).
+
+mod orphan_steps;
+mod repair_steps;
+mod usage_steps;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::control::PassControl;
+use super::journal::{self, RunStatus};
+use super::outcome::{PassOptions, PassOutcome};
+use super::queries::PassQueries;
+use super::report::{self, PassReport};
+use super::usage;
+use crate::config::Settings;
+use crate::db::lock::AdvisoryLock;
+use crate::db::{migrations, schema, Database, DbError};
+use crate::telemetry::{self, LineBudget};
+
+/// How often a long pass says where it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+type Client = deadpool_postgres::Object;
+
+/// State of one pass in progress.
+pub struct Pass<'a> {
+    settings: &'a Settings,
+    control: &'a PassControl,
+    lock: &'a AdvisoryLock,
+    options: PassOptions,
+    /// A `reconciler.runs` row was opened and must be closed, whatever happens next.
+    run_open: bool,
+    report: PassReport,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        control: &'a PassControl,
+        lock: &'a AdvisoryLock,
+        run_id: Uuid,
+        options: PassOptions,
+    ) -> Self {
+        Self {
+            settings,
+            control,
+            lock,
+            options,
+            run_open: false,
+            report: PassReport {
+                run_id,
+                dry_run: options.dry_run,
+                ..PassReport::default()
+            },
+        }
+    }
+
+    /// Steps 2–6, after the lock.
+    pub async fn run(&mut self, db: &Database) -> Result<(), DbError> {
+        let mut client = db.client().await?;
+        let queries = self.prepare(&client).await?;
+        self.open_run(&client).await?;
+        self.control.progress.bump();
+        let orphans_started = Instant::now();
+        self.orphaned_calls(&client, &queries).await?;
+        self.control.progress.bump();
+        self.orphaned_users(&client).await?;
+        self.report.orphans_ms = telemetry::millis(orphans_started.elapsed());
+        if self.stop_requested() {
+            return Ok(());
+        }
+        let period_start = usage::period_start(self.settings.usage.period, Utc::now());
+        let scan = self.scan(&client, &queries, period_start).await?;
+        self.report_disagreements(&scan);
+        let drifted = self
+            .classify_drift(&client, &queries, scan, period_start)
+            .await?;
+        self.repair(&mut client, &queries, &drifted, period_start)
+            .await
+    }
+
+    /// The one exit of a pass: close the run row (as `ok` or `cancelled`, or as `failed` with
+    /// the error) and log the summary or the failure. A failure to close the row is itself a
+    /// failure of the pass, logged like any other.
+    pub async fn finish(
+        self,
+        db: &Database,
+        result: Result<(), DbError>,
+        started: Instant,
+    ) -> Result<PassOutcome, DbError> {
+        let Self {
+            run_open,
+            mut report,
+            ..
+        } = self;
+        report.duration = started.elapsed();
+        let result = match result {
+            Ok(()) if run_open => {
+                let status = if report.cancelled {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Ok
+                };
+                close_run(db, &report, status, None).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                report::log_summary(&report);
+                Ok(PassOutcome::Completed(report))
+            }
+            Err(e) => {
+                let message = report::log_failure(report.run_id, &e);
+                if run_open {
+                    // Best effort: the failure may be the connection itself.
+                    let _ = close_run(db, &report, RunStatus::Failed, Some(&message)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Step 2: migrations applied, every column present; the SQL for this schema.
+    async fn prepare(&self, client: &Client) -> Result<PassQueries, DbError> {
+        migrations::ensure_current(&***client).await?;
+        let app_schema = schema::inspect(&***client).await?;
+        Ok(PassQueries::new(&app_schema, &self.settings.usage))
+    }
+
+    /// Step 2: the run row (not in a dry run) and the start line.
+    async fn open_run(&mut self, client: &Client) -> Result<(), DbError> {
+        let usage = &self.settings.usage;
+        let (run_id, mode) = (self.report.run_id, self.options.mode);
+        if !self.options.dry_run {
+            journal::open_run(&***client, run_id, mode, usage.period, usage.source).await?;
+            self.run_open = true;
+        }
+        info!(
+            %run_id,
+            mode = mode.as_str(),
+            dry_run = self.options.dry_run,
+            period = usage.period.as_str(),
+            source = usage.source.as_str(),
+            "reconcile pass started"
+        );
+        Ok(())
+    }
+
+    /// Shutdown asked the pass to stop: checked only at safe points (between batches).
+    fn stop_requested(&mut self) -> bool {
+        if self.control.cancel.is_cancelled() && !self.report.cancelled {
+            self.report.cancelled = true;
+            warn!(
+                run_id = %self.report.run_id,
+                "reconcile pass cancelled by shutdown; committed batches stay whole and journalled"
+            );
+        }
+        self.report.cancelled
+    }
+
+    fn budget(&self, kind: &'static str) -> LineBudget {
+        LineBudget::new(kind, self.settings.alert.max_critical_lines_per_pass)
+    }
+}
+
+/// Close the run row on a pooled connection.
+async fn close_run(
+    db: &Database,
+    report: &PassReport,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    let client = db.client().await?;
+    journal::close_run(&**client, report, status, error).await
+}

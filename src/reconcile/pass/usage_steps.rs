@@ -1,0 +1,174 @@
+//! Step 4 of a pass: the comparison of every counter with both ledgers, what it reports that
+//! is not a correction (unowned usage rows, ledger mismatches, quota), and which disagreements
+//! are drift (or, in a calendar month, the month-boundary reset).
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Client, Pass, PROGRESS_EVERY};
+use crate::db::{DbError, QueryContext};
+use crate::reconcile::queries::{self, PassQueries};
+use crate::reconcile::report;
+use crate::reconcile::usage::{self, OrgUsage, UsageScan};
+use crate::telemetry;
+
+impl Pass<'_> {
+    /// Step 4: the one statement that compares every counter with both ledgers, with a progress
+    /// line every few seconds while it runs.
+    pub(super) async fn scan(
+        &mut self,
+        client: &Client,
+        queries: &PassQueries,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, DbError> {
+        let run_id = self.report.run_id;
+        let scan_started = Instant::now();
+        let scan = usage::scan(&***client, queries, period_start);
+        tokio::pin!(scan);
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let scan = loop {
+            tokio::select! {
+                result = &mut scan => break result?,
+                _ = progress.tick() => info!(
+                    %run_id,
+                    elapsed_s = scan_started.elapsed().as_secs(),
+                    "reconcile pass progress: comparing used_minutes with the ledgers"
+                ),
+            }
+        };
+        self.report.scan_ms = telemetry::millis(scan_started.elapsed());
+        self.control.progress.bump();
+        self.report.orgs_checked = scan.orgs_checked;
+        Ok(scan)
+    }
+
+    /// Step 6 (reports that are not corrections): unowned usage rows, ledger mismatches,
+    /// organizations over their quota.
+    pub(super) fn report_disagreements(&mut self, scan: &UsageScan) {
+        let run_id = self.report.run_id;
+        let source = self.settings.usage.source;
+        if scan.unowned_metric_minutes > 0 {
+            warn!(
+                minutes = scan.unowned_metric_minutes,
+                %run_id,
+                "usage_metrics rows without organization_id ignored"
+            );
+        }
+        let mut mismatch_budget = self.budget("ledger mismatch");
+        for org in scan.disagreeing.iter().filter(|o| o.ledgers_disagree()) {
+            self.report.ledger_mismatches += 1;
+            if mismatch_budget.allow() {
+                report::log_ledger_mismatch(run_id, org);
+            }
+        }
+        mismatch_budget.finish(run_id, false);
+        let mut quota_budget = self.budget("over quota");
+        for org in scan.disagreeing.iter().filter(|o| o.is_over_quota(source)) {
+            self.report.over_quota += 1;
+            if quota_budget.allow() {
+                report::log_over_quota(run_id, org, source);
+            }
+        }
+        quota_budget.finish(run_id, false);
+    }
+
+    /// Step 4: which disagreeing organizations drifted; with a calendar month, which of those
+    /// are the month-boundary reset instead; bad durations named beside real drift.
+    pub(super) async fn classify_drift(
+        &mut self,
+        client: &Client,
+        queries: &PassQueries,
+        scan: UsageScan,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<Vec<OrgUsage>, DbError> {
+        let source = self.settings.usage.source;
+        let mut drifted: Vec<OrgUsage> = scan
+            .disagreeing
+            .into_iter()
+            .filter(|o| o.is_drifted(source))
+            .collect();
+        if let Some(start) = period_start {
+            self.period_rollover(client, queries, start, &mut drifted)
+                .await?;
+        }
+        let real_drift: Vec<&OrgUsage> = drifted.iter().filter(|o| !o.is_period_reset()).collect();
+        self.report.drifted = real_drift.len() as u64;
+        self.report_bad_durations(client, &real_drift, period_start)
+            .await?;
+        Ok(drifted)
+    }
+
+    /// Calendar month: say when this is the first pass of a new month, and mark the drifted
+    /// counters that hold the previous month plus this month (never reset at the boundary):
+    /// their correction is the period reset, logged at INFO, not a drift.
+    async fn period_rollover(
+        &mut self,
+        client: &Client,
+        queries: &PassQueries,
+        period_start: DateTime<Utc>,
+        drifted: &mut [OrgUsage],
+    ) -> Result<(), DbError> {
+        let run_id = self.report.run_id;
+        let history = client
+            .query_one(queries::PERIOD_HISTORY, &[&period_start])
+            .await
+            .context("read the passes of earlier periods")?;
+        let last_before: Option<DateTime<Utc>> = history.get(0);
+        let any_since: bool = history.get(1);
+        if let (Some(last_before), false) = (last_before, any_since) {
+            info!(
+                period_start = %period_start.to_rfc3339(),
+                previous_period_start = %usage::previous_period_start(period_start).to_rfc3339(),
+                last_pass_before = %last_before.to_rfc3339(),
+                %run_id,
+                "billing period rolled over: counters now cover the new calendar month"
+            );
+        }
+        let source = self.settings.usage.source;
+        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
+        let previous =
+            usage::previous_period_totals(&***client, queries, &ids, period_start).await?;
+        for org in drifted.iter_mut() {
+            if let Some(&minutes) = previous.get(&org.org_id) {
+                let never_reset = org.stored.map(i64::from) == Some(minutes + org.expected(source));
+                if minutes > 0 && never_reset {
+                    org.previous_period_minutes = Some(minutes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Name the bad durations (counted as 0) of drifted organizations: where bad data can
+    /// explain a drift, the operator should see it next to the CRITICAL line.
+    async fn report_bad_durations(
+        &mut self,
+        client: &Client,
+        drifted: &[&OrgUsage],
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<(), DbError> {
+        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
+        let mut budget = self.budget("bad durations");
+        for (org_id, nulls, negatives) in
+            usage::bad_durations(&***client, &ids, period_start).await?
+        {
+            self.report.null_durations += nulls;
+            self.report.negative_durations += negatives;
+            if budget.allow() {
+                warn!(
+                    %org_id,
+                    null_durations = nulls,
+                    negative_durations = negatives,
+                    run_id = %self.report.run_id,
+                    "completed calls with NULL or negative duration_minutes counted as 0"
+                );
+            }
+        }
+        budget.finish(self.report.run_id, false);
+        Ok(())
+    }
+}
