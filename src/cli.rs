@@ -42,6 +42,11 @@ pub struct Cli {
     #[arg(long, requires = "reconcile_now")]
     pub dry_run: bool,
 
+    /// With --reconcile-now: apply a correction the mass-correction guard holds back (many
+    /// counters lowered, or a large share of billed minutes removed). Look first with --dry-run.
+    #[arg(long, requires = "reconcile_now", conflicts_with = "dry_run")]
+    pub allow_mass_correction: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

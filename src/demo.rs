@@ -33,6 +33,8 @@ pub enum DemoError {
     LocalPg(#[from] LocalPgError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Pass(#[from] crate::reconcile::PassError),
     #[error("demo setup failed: {0}")]
     Setup(#[from] tokio_postgres::Error),
     #[error("demo failed: {0}")]
@@ -92,6 +94,7 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<DemoOu
     let options = PassOptions {
         mode: RunMode::Demo,
         dry_run: false,
+        allow_mass_correction: false,
     };
     let report = match reconcile::run_once(&db, settings, options, &Default::default()).await? {
         PassOutcome::Completed(report) => report,

@@ -15,6 +15,7 @@
 //!    - [`cli`]: command-line arguments.
 //!    - [`telemetry`]: the log line formats people grep, line budgets, [`telemetry::OrNull`].
 //!    - [`local_pg`]: a throwaway local PostgreSQL cluster for `demo`, the tests and the bench.
+//!    - [`fault`]: fault injection points for the tests (debug builds only).
 //! 2. [`db`]: where to connect (target, TLS), pool, advisory lock, schema checks, migrations.
 //!    [`fixture`]: the Supabase stand-in the demo, the tests and the bench load.
 //! 3. [`reconcile`]: one pass, [`reconcile::run_once`], and its steps (orphans, usage, repair,
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod doctor;
+pub mod fault;
 pub mod fixture;
 pub mod local_pg;
 pub mod reconcile;
@@ -43,7 +45,7 @@ use crate::config::{ConfigError, Settings};
 use crate::daemon::DaemonError;
 use crate::db::{migrations, Database, DatabaseTarget, DbError};
 use crate::reconcile::control::PassControl;
-use crate::reconcile::{PassOptions, PassOutcome, RunMode};
+use crate::reconcile::{PassError, PassOptions, PassOutcome, RunMode};
 
 /// How the process ends; the numbers are the documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,8 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
+    Pass(PassError),
+    #[error(transparent)]
     Daemon(DaemonError),
     #[error(transparent)]
     Revert(revert::RevertError),
@@ -86,6 +90,16 @@ impl Error {
         match self {
             Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
             _ => Exit::Error,
+        }
+    }
+}
+
+impl From<PassError> for Error {
+    /// A pass's database failures map like any other's.
+    fn from(e: PassError) -> Self {
+        match e {
+            PassError::Db(db) => Self::Db(db),
+            other => Self::Pass(other),
         }
     }
 }
@@ -131,6 +145,9 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             log_effective_config(&settings, &target);
             for applied in migrate(&settings, &target).await? {
                 println!("applied V{}__{}", applied.version, applied.name);
+                for notice in &applied.notices {
+                    println!("  {notice}");
+                }
             }
             Ok(Exit::Ok)
         }
@@ -166,7 +183,7 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         }
         (None, true) => {
             log_effective_config(&settings, &target);
-            reconcile_now(&settings, &target, cli.dry_run).await
+            reconcile_now(&settings, &target, cli.dry_run, cli.allow_mass_correction).await
         }
         (Some(Command::Run) | None, _) => {
             log_effective_config(&settings, &target);
@@ -218,11 +235,13 @@ pub async fn reconcile_now(
     settings: &Settings,
     target: &DatabaseTarget,
     dry_run: bool,
+    allow_mass_correction: bool,
 ) -> Result<Exit, Error> {
     let db = Database::new(target, settings)?;
     let options = PassOptions {
         mode: RunMode::Once,
         dry_run,
+        allow_mass_correction,
     };
     // SIGTERM/SIGINT stop the pass at its next safe point instead of killing it mid-batch.
     let control = PassControl {

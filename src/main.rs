@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         cli.log_format.unwrap_or(settings.log.format),
         &settings.log.level,
     );
+    // A panic is a bug: say so in the log format people grep, not as a bare stderr line.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "synqall-reconciler panicked");
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

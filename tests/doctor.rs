@@ -279,7 +279,7 @@ async fn the_least_privilege_login_can_run_doctor() {
 async fn a_check_that_cannot_run_says_why_not_just_db_error() {
     let db = TestDb::migrated().await;
     with_activity(&db).await;
-    db.exec("REVOKE USAGE ON SCHEMA auth FROM synqall_reconciler")
+    db.exec("REVOKE SELECT ON reconciler.auth_user_ids FROM synqall_reconciler")
         .await;
     let login = db.reconciler_login().await;
     let env = [("DATABASE_URL", login.as_str())];
@@ -290,14 +290,14 @@ async fn a_check_that_cannot_run_says_why_not_just_db_error() {
         .find(|l| l.contains("orphaned users"))
         .unwrap_or_else(|| panic!("{}", out.stdout));
     assert!(
-        users.contains("permission denied for schema auth"),
+        users.contains("permission denied for view auth_user_ids"),
         "{users}"
     );
     let pass = common::run_bin(&["--reconcile-now"], &env, &[]).await;
     let skipped = pass.grep("orphaned users check skipped");
     assert_eq!(skipped.len(), 1, "{}", pass.stderr);
     assert!(
-        skipped[0].contains("permission denied for schema auth"),
+        skipped[0].contains("permission denied for view auth_user_ids"),
         "{}",
         skipped[0]
     );

@@ -113,15 +113,28 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
     let db = TestDb::bare().await;
     let first = db.run(&["migrate"], &[]).await;
     assert_eq!(first.code(), 0, "{}", first.stderr);
+    let applied_lines: Vec<&str> = first
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("applied "))
+        .collect();
     assert_eq!(
-        first.stdout.lines().collect::<Vec<_>>(),
+        applied_lines,
         [
             "applied V1__usage_tracking_fix",
             "applied V2__reconciler_journal",
             "applied V3__reconciler_role",
-            "applied V4__revert_and_periods"
+            "applied V4__revert_and_periods",
+            "applied V5__safety"
         ]
     );
+    // Everything else is what the server said, under the migration that made it say so.
+    for line in first.stdout.lines().filter(|l| !l.starts_with("applied ")) {
+        assert!(
+            line.starts_with("  NOTICE: ") || line.starts_with("  WARNING: "),
+            "{line}"
+        );
+    }
     assert_hardened(&db).await;
 
     let second = db.run(&["migrate"], &[]).await;

@@ -207,6 +207,7 @@ async fn pass(db: &Database, settings: &Settings) -> PassReport {
     let options = PassOptions {
         mode: RunMode::Once,
         dry_run: false,
+        allow_mass_correction: false,
     };
     match run_once(db, settings, options, &PassControl::default())
         .await
@@ -272,7 +273,8 @@ async fn check_case(template: &str, settings: &Settings, l: &Layout) -> Result<(
         .collect();
     for row in client
         .query(
-            "SELECT organization_id, old_used_minutes, new_used_minutes FROM reconciler.adjustments ORDER BY id",
+            "SELECT organization_id, old_used_minutes::int, new_used_minutes::int
+               FROM reconciler.adjustments ORDER BY id",
             &[],
         )
         .await

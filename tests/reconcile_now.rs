@@ -157,8 +157,8 @@ async fn journal_rows_match_each_repair_and_attribution() {
     let rows = db
         .client
         .query(
-            "SELECT a.organization_id, a.old_used_minutes, a.new_used_minutes, a.calls_minutes,
-                    a.metrics_minutes, a.run_id, o.used_minutes, a.period, a.reason
+            "SELECT a.organization_id, a.old_used_minutes::int, a.new_used_minutes::int,
+                    a.calls_minutes, a.metrics_minutes, a.run_id, o.used_minutes, a.period, a.reason
                FROM reconciler.adjustments a JOIN public.organizations o ON o.id = a.organization_id",
             &[],
         )
@@ -257,8 +257,12 @@ async fn repair_and_journal_commit_together_or_not_at_all() {
     let failed = out.grep("ERROR Failed to update organization");
     assert_eq!(failed.len(), 4, "{}", out.stderr);
     assert!(failed.iter().all(|l| l.contains("journal is read-only")));
+    // Every drifted organization is named with the outcome, and the pass is not `ok`.
+    let critical = out.grep("CRITICAL used_minutes drift");
+    assert_eq!(critical.len(), 4, "{}", out.stderr);
+    assert!(critical.iter().all(|l| l.contains("action=failed")));
     let status: String = db.scalar("SELECT status FROM reconciler.runs").await;
-    assert_eq!(status, "ok");
+    assert_eq!(status, "partial");
 }
 
 #[tokio::test]
@@ -410,7 +414,7 @@ async fn numeric_durations_are_rounded_per_call_and_bad_ones_count_zero() {
         assert_eq!(out.code(), 0, "{}", out.stderr);
         assert_eq!(db.used_minutes(org).await, Some(expected), "{rounding}");
         // The drifted organization's bad rows are named next to its CRITICAL line.
-        let bad = out.grep("completed calls with NULL or negative duration_minutes counted as 0");
+        let bad = out.grep("completed calls with NULL, negative or unusable duration_minutes counted as 0");
         assert_eq!(bad.len(), 1, "{}", out.stderr);
         assert!(
             bad[0].contains(&format!(

@@ -173,7 +173,8 @@ async fn revert_restores_exactly_what_the_run_changed_skips_later_changes_and_is
     let journal: Vec<(Uuid, Option<i32>, Option<i32>)> = db
         .client
         .query(
-            "SELECT organization_id, old_used_minutes, new_used_minutes FROM reconciler.adjustments
+            "SELECT organization_id, old_used_minutes::int, new_used_minutes::int
+               FROM reconciler.adjustments
               WHERE reason = 'revert' ORDER BY new_used_minutes NULLS FIRST",
             &[],
         )

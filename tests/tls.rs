@@ -70,7 +70,7 @@ async fn tls_works_with_the_ca_in_ca_file_and_fails_closed_without_it() {
     // From now on the server accepts TCP connections only over TLS.
     std::fs::write(
         cluster.data_dir().join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
     )
     .unwrap();
     execute_sql(&cluster.url("postgres"), "SELECT pg_reload_conf()")
@@ -78,7 +78,8 @@ async fn tls_works_with_the_ca_in_ca_file_and_fails_closed_without_it() {
         .unwrap();
 
     let url = format!(
-        "postgres://postgres@localhost:{}/tls?sslmode=require",
+        "postgres://postgres:{}@localhost:{}/tls?sslmode=require",
+        cluster.password(),
         cluster.port()
     );
     let without_ca = run_bin(&["migrate"], &[("DATABASE_URL", url.as_str())], &[]).await;

@@ -47,6 +47,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub alert: AlertSettings,
+    pub guard: GuardSettings,
     /// Absent from most configs: the endpoint is off unless `metrics.listen` is set.
     #[serde(default)]
     pub metrics: MetricsSettings,
@@ -80,6 +81,22 @@ pub struct UsageSettings {
     pub rounding: Rounding,
     pub settle_seconds: u64,
     pub batch_size: usize,
+    /// Call statuses the app uses; a call with any other is not counted and is reported.
+    pub known_statuses: Vec<String>,
+}
+
+/// The mass-correction guard (docs/design.md, "No mass correction without a person").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSettings {
+    /// Share of all organizations whose counters one pass may lower.
+    pub max_lowered_share: f64,
+    /// Below this many lowered counters the share is not looked at (small databases).
+    pub min_lowered_orgs: u64,
+    /// Share of all billed minutes one pass may remove.
+    pub max_removed_share: f64,
+    /// Below this many removed minutes the share is not looked at.
+    pub min_removed_minutes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +199,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("usage.known_statuses")
                 .source(Some(env)),
         );
         let settings: Settings = builder
@@ -226,6 +245,23 @@ impl Settings {
             return Err(ConfigError::key(
                 "usage.batch_size",
                 "must be at most 10000 (a batch is one transaction holding row locks)",
+            ));
+        }
+        for (key, share) in [
+            ("guard.max_lowered_share", self.guard.max_lowered_share),
+            ("guard.max_removed_share", self.guard.max_removed_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(ConfigError::key(
+                    key,
+                    format!("{share} is not a share: use a number above 0 and at most 1"),
+                ));
+            }
+        }
+        if !self.usage.known_statuses.iter().any(|s| s == "completed") {
+            return Err(ConfigError::key(
+                "usage.known_statuses",
+                "must include \"completed\", the status that counts",
             ));
         }
         if self.database.pool_size > 64 {

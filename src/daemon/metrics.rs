@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
-use crate::db::DbError;
-use crate::reconcile::PassOutcome;
+use crate::reconcile::journal::RunStatus;
+use crate::reconcile::{PassError, PassOutcome};
 
 /// Largest request head read; anything bigger is answered 431 and closed.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -32,6 +32,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct State {
     passes_ok: u64,
+    passes_partial: u64,
+    passes_refused: u64,
     passes_failed: u64,
     passes_cancelled: u64,
     passes_lock_held: u64,
@@ -48,7 +50,7 @@ struct State {
 
 impl Metrics {
     /// Count one pass's outcome.
-    pub fn record(&self, result: &Result<PassOutcome, DbError>, duration: Duration) {
+    pub fn record(&self, result: &Result<PassOutcome, PassError>, duration: Duration) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(PassOutcome::Completed(report)) => {
@@ -59,11 +61,15 @@ impl Metrics {
                 s.orphans_fixed += report.orphans_fixed;
                 s.orphans_left = report.orphans_left();
                 s.over_quota = report.over_quota;
-                if report.cancelled {
-                    s.passes_cancelled += 1;
-                } else {
-                    s.passes_ok += 1;
-                    s.last_success_unix = Some(unix_now());
+                match RunStatus::of(report) {
+                    RunStatus::Cancelled => s.passes_cancelled += 1,
+                    RunStatus::Partial => s.passes_partial += 1,
+                    RunStatus::Refused => s.passes_refused += 1,
+                    RunStatus::Failed => s.passes_failed += 1,
+                    RunStatus::Ok => {
+                        s.passes_ok += 1;
+                        s.last_success_unix = Some(unix_now());
+                    }
                 }
             }
             Ok(PassOutcome::LockHeld) => s.passes_lock_held += 1,
@@ -91,6 +97,8 @@ impl Metrics {
             "Reconcile passes since start, by outcome.",
             &[
                 ("{outcome=\"ok\"}", s.passes_ok.to_string()),
+                ("{outcome=\"partial\"}", s.passes_partial.to_string()),
+                ("{outcome=\"refused\"}", s.passes_refused.to_string()),
                 ("{outcome=\"failed\"}", s.passes_failed.to_string()),
                 ("{outcome=\"cancelled\"}", s.passes_cancelled.to_string()),
                 ("{outcome=\"lock_held\"}", s.passes_lock_held.to_string()),

@@ -7,7 +7,7 @@
 //! - [`ticker`]: when the idle loop wakes (ticks, overdue passes, heartbeats).
 //! - [`notify`]: READY / STATUS / STOPPING / progress-based WATCHDOG.
 //! - [`shutdown`]: SIGTERM / SIGINT / SIGHUP.
-//! - [`health`]: the "stalled" alert.
+//! - [`health`]: the "stalled" alert, from the journal.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //!
 //! Shutdown: scheduling stops at once; a running pass gets `shutdown.timeout_seconds` to finish,
@@ -39,7 +39,8 @@ use self::ticker::{Ticker, Wake};
 use crate::config::Settings;
 use crate::db::{Database, DatabaseTarget, DbError};
 use crate::reconcile::control::{PassControl, Progress};
-use crate::reconcile::{self, PassOptions, PassOutcome, RunMode};
+use crate::reconcile::journal::RunStatus;
+use crate::reconcile::{self, PassError, PassOptions, PassOutcome, RunMode};
 use crate::telemetry::error_chain;
 
 /// After the shutdown timeout has cancelled a pass, how long it may take to reach a safe point
@@ -76,15 +77,23 @@ struct Services {
     scheduler: JobScheduler,
     watchdog: Option<JoinHandle<()>>,
     metrics_server: Option<JoinHandle<()>>,
+    health_monitor: JoinHandle<()>,
 }
 
 impl Services {
     async fn stop(mut self) {
         let _ = self.scheduler.shutdown().await;
+        self.health_monitor.abort();
         for task in [self.watchdog, self.metrics_server].into_iter().flatten() {
             task.abort();
         }
     }
+}
+
+/// How often the stall monitor re-reads the journal: often enough to alert within a few
+/// seconds of the threshold, rarely enough to cost nothing.
+fn health_interval(stalled_after: Duration) -> Duration {
+    (stalled_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(15))
 }
 
 /// Run passes on the schedule until `shutdown` completes.
@@ -103,7 +112,11 @@ pub async fn run(
     let pass_running = Arc::new(AtomicBool::new(false));
     let progress = Progress::default();
     progress.bump();
-    let services = start_services(&settings, &metrics, tick_tx, &pass_running, &progress).await?;
+    let stalled_after = Duration::from_secs(settings.alert.stalled_after_seconds);
+    let health = Health::new(stalled_after);
+    let mut services =
+        start_services(&settings, &metrics, tick_tx, &pass_running, &progress).await?;
+    services.health_monitor = health.spawn_monitor(db.clone(), health_interval(stalled_after));
     let schedule = &settings.schedule.cron;
     let next = schedule
         .next_tick()
@@ -125,7 +138,7 @@ pub async fn run(
         metrics: &metrics,
         progress,
         pass_running,
-        health: Health::new(Duration::from_secs(settings.alert.stalled_after_seconds)),
+        health,
     };
     tokio::pin!(shutdown);
     daemon.run(&mut ticker, &mut shutdown).await;
@@ -170,6 +183,7 @@ async fn start_services(
         scheduler,
         watchdog,
         metrics_server,
+        health_monitor: tokio::spawn(async {}),
     })
 }
 
@@ -205,7 +219,6 @@ impl Loop<'_> {
                     Wake::Overdue => Trigger::Overdue,
                     Wake::Heartbeat => {
                         self.progress.bump();
-                        self.health.check();
                         continue;
                     }
                 },
@@ -236,6 +249,7 @@ impl Loop<'_> {
         let options = PassOptions {
             mode: RunMode::Daemon,
             dry_run: false,
+            allow_mass_correction: false,
         };
         let pass_started = Instant::now();
         let pass = reconcile::run_once(self.db, self.settings, options, &control);
@@ -250,7 +264,7 @@ impl Loop<'_> {
         };
         if let Some(result) = result {
             self.metrics.record(&result, pass_started.elapsed());
-            record(result, &mut self.health);
+            record(result, &self.health, self.db).await;
         }
         stopping
     }
@@ -262,9 +276,9 @@ async fn finish_or_cancel<F>(
     mut pass: Pin<&mut F>,
     control: &PassControl,
     settings: &Settings,
-) -> Option<Result<PassOutcome, DbError>>
+) -> Option<Result<PassOutcome, PassError>>
 where
-    F: Future<Output = Result<PassOutcome, DbError>>,
+    F: Future<Output = Result<PassOutcome, PassError>>,
 {
     let timeout = Duration::from_secs(settings.shutdown.timeout_seconds);
     info!(
@@ -286,28 +300,25 @@ where
 }
 
 /// Feed a pass's outcome to the stall tracker and the systemd status line.
-fn record(result: Result<PassOutcome, DbError>, health: &mut Health) {
+async fn record(result: Result<PassOutcome, PassError>, health: &Health, db: &Database) {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let status = match result {
         Ok(PassOutcome::Completed(report)) => {
-            health.record_success();
+            // The pass's own run row is the news: read it back.
+            health.refresh(db).await;
             format!(
-                "last pass {now}: {} orgs, {} drifted, {} repaired, {} orphans fixed{}",
+                "last pass {now} {}: {} orgs, {} drifted, {} repaired, {} orphans fixed",
+                RunStatus::of(&report).as_str(),
                 report.orgs_checked,
                 report.drifted,
                 report.repaired,
                 report.orphans_fixed,
-                if report.cancelled { " (cancelled)" } else { "" }
             )
         }
-        Ok(PassOutcome::LockHeld) => {
-            health.record_success();
-            format!("standby {now}: another instance holds the lock")
-        }
+        Ok(PassOutcome::LockHeld) => format!("standby {now}: another instance holds the lock"),
         Err(e) => {
             let message = error_chain(&e);
-            health.record_failure(&message);
-            health.check();
+            health.note_error(message.clone());
             format!("last pass {now} FAILED: {message}")
         }
     };

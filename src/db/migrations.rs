@@ -10,7 +10,8 @@
 
 use tokio_postgres::error::SqlState;
 
-use tracing::info;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use super::{Database, DbError, QueryContext};
 
@@ -56,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revert_and_periods",
         sql: include_str!("../../migrations/V4__revert_and_periods.sql"),
     },
+    Migration {
+        version: 5,
+        name: "safety",
+        sql: include_str!("../../migrations/V5__safety.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).
@@ -78,6 +84,9 @@ REVOKE ALL ON reconciler.schema_migrations FROM PUBLIC;
 pub struct Applied {
     pub version: i32,
     pub name: &'static str,
+    /// Every NOTICE and WARNING the server sent while applying it (`"WARNING: …"`): on
+    /// Supabase a GRANT the migrating role may not give is only a WARNING, and must be seen.
+    pub notices: Vec<String>,
 }
 
 /// Versions and checksums recorded in the database; empty when nothing was ever applied.
@@ -149,15 +158,30 @@ fn verify_checksums(applied: &[(i32, String)]) -> Result<(), DbError> {
 /// # Errors
 /// As [`apply_pending`].
 pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
-    let mut conn = db.dedicated().await?;
-    let applied = apply_pending(&mut conn.client).await?;
+    let (mut conn, mut notices) = db.dedicated_with_notices().await?;
+    let applied = apply_pending(&mut conn.client, &mut notices).await?;
     if applied.is_empty() {
         info!("migrations: nothing to apply, the database is current");
     }
     for m in &applied {
         info!(version = m.version, name = m.name, "migration applied");
+        for notice in &m.notices {
+            warn!(version = m.version, server_said = notice.as_str(), "migration: the server said");
+        }
     }
     Ok(applied)
+}
+
+/// The notices received so far (those of the statement that just completed included).
+async fn drain(notices: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    // The connection task hands a notice over before the statement's completion it preceded;
+    // one yield lets it finish handing over.
+    tokio::task::yield_now().await;
+    let mut drained = Vec::new();
+    while let Ok(notice) = notices.try_recv() {
+        drained.push(notice);
+    }
+    drained
 }
 
 /// Apply every pending migration, each in its own transaction; returns what was applied
@@ -166,7 +190,10 @@ pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
 /// # Errors
 /// The first failing migration (its transaction rolled back; earlier ones stay applied), or an
 /// applied migration whose text changed.
-pub async fn apply_pending(client: &mut tokio_postgres::Client) -> Result<Vec<Applied>, DbError> {
+pub async fn apply_pending(
+    client: &mut tokio_postgres::Client,
+    notices: &mut mpsc::UnboundedReceiver<String>,
+) -> Result<Vec<Applied>, DbError> {
     let tx = client
         .transaction()
         .await
@@ -181,6 +208,8 @@ pub async fn apply_pending(client: &mut tokio_postgres::Client) -> Result<Vec<Ap
         .await
         .context("create reconciler.schema_migrations")?;
     tx.commit().await.context("commit migration bootstrap")?;
+    // The bootstrap's own "already exists, skipping" notices are not news.
+    drain(notices).await;
 
     let mut done = Vec::new();
     for migration in MIGRATIONS {
@@ -217,6 +246,7 @@ pub async fn apply_pending(client: &mut tokio_postgres::Client) -> Result<Vec<Ap
         done.push(Applied {
             version: migration.version,
             name: migration.name,
+            notices: drain(notices).await,
         });
     }
     Ok(done)

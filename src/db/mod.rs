@@ -17,6 +17,9 @@ pub mod tls;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use self::target::DatabaseTarget;
@@ -207,17 +210,39 @@ impl Database {
     /// # Errors
     /// The server is unreachable or refuses the login.
     pub async fn dedicated(&self) -> Result<DedicatedConnection, DbError> {
-        let (client, connection) = self
+        Ok(self.dedicated_with_notices().await?.0)
+    }
+
+    /// [`Database::dedicated`], also handing over every NOTICE and WARNING the server sends on
+    /// it (as `"WARNING: text"`), for `migrate` to print.
+    ///
+    /// # Errors
+    /// The server is unreachable or refuses the login.
+    pub async fn dedicated_with_notices(
+        &self,
+    ) -> Result<(DedicatedConnection, mpsc::UnboundedReceiver<String>), DbError> {
+        let (client, mut connection) = self
             .config
             .connect(self.tls.clone())
             .await
             .map_err(|source| connect_error(&self.target, source))?;
+        let (notices, received) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "dedicated connection closed");
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notice(notice)) => {
+                        let _ = notices.send(format!("{}: {}", notice.severity(), notice.message()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dedicated connection closed");
+                        break;
+                    }
+                }
             }
         });
-        Ok(DedicatedConnection { client, task })
+        Ok((DedicatedConnection { client, task }, received))
     }
 
     /// `user@host:port/db`, safe to log.

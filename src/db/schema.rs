@@ -48,14 +48,57 @@ impl MinutesType {
     }
 }
 
+/// How `organizations.used_minutes` is stored: what a counter may hold decides which values a
+/// repair may write, and a fractional type needs its values checked for whole minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterType {
+    SmallInt,
+    Integer,
+    BigInt,
+    /// numeric, real or double precision: works while the values are whole minutes.
+    Fractional,
+}
+
+impl CounterType {
+    fn from_pg(data_type: &str) -> Option<Self> {
+        match data_type {
+            "smallint" => Some(Self::SmallInt),
+            "integer" => Some(Self::Integer),
+            "bigint" => Some(Self::BigInt),
+            "numeric" | "real" | "double precision" => Some(Self::Fractional),
+            _ => None,
+        }
+    }
+
+    /// The largest value a repair may write.
+    pub fn max(self) -> i64 {
+        match self {
+            Self::SmallInt => i64::from(i16::MAX),
+            Self::Integer => i64::from(i32::MAX),
+            Self::BigInt | Self::Fractional => i64::MAX,
+        }
+    }
+
+    /// The SQL name, for messages.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::SmallInt => "smallint",
+            Self::Integer => "integer",
+            Self::BigInt => "bigint",
+            Self::Fractional => "numeric",
+        }
+    }
+}
+
 /// The facts about the application schema that shape the pass's queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppSchema {
+    pub counter_type: CounterType,
     pub duration_type: MinutesType,
     pub metric_type: MinutesType,
     /// `user_organizations.created_at` exists: the "membership at call time" rule can apply.
     pub membership_created_at: bool,
-    /// `organizations.max_minutes_monthly` exists: over-quota warnings can apply.
+    /// `organizations.max_minutes_monthly` exists as an integer: over-quota warnings apply.
     pub max_minutes_monthly: bool,
 }
 
@@ -103,10 +146,22 @@ pub async fn inspect(client: &impl GenericClient) -> Result<AppSchema, DbError> 
             detail: format!("public.{table}.{column} is {data_type}, expected a number type"),
         })
     };
+    let counter = find("organizations", "used_minutes").unwrap_or_default();
+    let counter_type = CounterType::from_pg(&counter).ok_or_else(|| DbError::Schema {
+        detail: format!(
+            "public.organizations.used_minutes is {counter}; a counter of minutes must be \
+             smallint, integer, bigint or numeric"
+        ),
+    })?;
     Ok(AppSchema {
+        counter_type,
         duration_type: minutes_type("calls", "duration_minutes")?,
         metric_type: minutes_type("usage_metrics", "metric_value")?,
         membership_created_at: find("user_organizations", "created_at").is_some(),
-        max_minutes_monthly: find("organizations", "max_minutes_monthly").is_some(),
+        // A quota of another type (numeric, text) is left alone: quota warnings need whole minutes.
+        max_minutes_monthly: matches!(
+            find("organizations", "max_minutes_monthly").as_deref(),
+            Some("smallint" | "integer" | "bigint")
+        ),
     })
 }

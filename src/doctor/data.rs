@@ -65,7 +65,7 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         let app_schema = schema::inspect(client).await?;
         let queries = PassQueries::new(&app_schema, &settings.usage);
         let period_start = usage::period_start(settings.usage.period, chrono::Utc::now());
-        usage::scan(client, &queries, period_start).await
+        usage::scan(client, &queries, period_start, &settings.usage.known_statuses).await
     };
     let scan = match scan.await {
         Ok(scan) => scan,
@@ -81,6 +81,7 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
     let mut checks = vec![
         counters_in_sync(&scan, settings),
         ledgers_agree(&scan, source),
+        call_statuses(&scan),
     ];
     if source == Source::UsageMetrics && scan.unowned_metric_minutes > 0 {
         checks.push(Check::warn(
@@ -93,6 +94,30 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         ));
     }
     checks
+}
+
+/// Calls of a status the configuration does not know are not counted: name them.
+fn call_statuses(scan: &UsageScan) -> Check {
+    const NAME: &str = "call statuses";
+    if scan.unknown_statuses.is_empty() {
+        return Check::ok(NAME, "every call has a status in usage.known_statuses");
+    }
+    let listed = scan
+        .unknown_statuses
+        .iter()
+        .map(|(status, n)| match status {
+            Some(status) => format!("{status:?}: {n}"),
+            None => format!("NULL: {n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Check::warn(
+        NAME,
+        format!("calls with a status not in usage.known_statuses, not counted: {listed}"),
+        "fix the app's status values (\"Completed\" and \" completed\" are not \"completed\"), \
+         or add a status the app really uses to usage.known_statuses; where such calls were \
+         billed, the pass lowers the counter",
+    )
 }
 
 /// Drifted counters, the worst named with their numbers.
@@ -120,9 +145,11 @@ fn counters_in_sync(scan: &UsageScan, settings: &Settings) -> Check {
         .take(WORST)
         .map(|o| {
             format!(
-                "{} {:?} stored={} expected={} delta={}",
+                "{} {} stored={} expected={} delta={}",
                 o.org_id,
-                o.name,
+                o.name
+                    .as_deref()
+                    .map_or_else(|| "NULL".to_string(), |n| format!("{n:?}")),
                 OrNull(o.stored),
                 o.expected(source),
                 o.delta(source)
@@ -190,6 +217,8 @@ pub(super) async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, D
     let other: i64 = row.get("orphaned_other");
     let nulls: i64 = row.get("null_durations");
     let negatives: i64 = row.get("negative_durations");
+    let invalid: i64 = row.get("invalid_durations");
+    let invalid_metrics: i64 = row.get("invalid_metric_values");
     let detail = format!("{completed} completed and {other} other call(s) without organization_id");
     let orphans = if completed + other == 0 {
         Check::ok("orphaned calls", detail)
@@ -203,15 +232,18 @@ pub(super) async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, D
         )
     };
     let detail = format!(
-        "{nulls} completed call(s) with NULL duration_minutes, {negatives} negative (counted as 0)"
+        "{nulls} completed call(s) with NULL duration_minutes, {negatives} negative, {invalid} \
+         not a usable number (NaN, infinite, beyond bigint), all counted as 0; \
+         {invalid_metrics} minutes_transcribed row(s) with an unusable metric_value (left out)"
     );
-    let durations = if nulls + negatives == 0 {
+    let durations = if nulls + negatives + invalid + invalid_metrics == 0 {
         Check::ok("call durations", detail)
     } else {
         Check::warn(
             "call durations",
             detail,
-            "correct these calls' duration_minutes; the counters follow on the next pass",
+            "correct these calls' duration_minutes (and those usage_metrics values); the \
+             counters follow on the next pass",
         )
     };
     Ok(vec![orphans, durations])

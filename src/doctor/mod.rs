@@ -50,6 +50,14 @@ pub async fn doctor(
             security::journal_privileges(&*client).await,
         ));
     }
+    checks.push(or_not_checked(
+        "rows visible to the pass",
+        security::visibility(&*client, settings).await,
+    ));
+    checks.push(or_not_checked(
+        "ledger writers",
+        security::ledger_writers(&*client).await,
+    ));
     checks.extend(data::usage_checks(&*client, settings).await);
     checks.extend(or_not_checked_many(
         "orphaned calls",

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::report::Check;
 use crate::config::Settings;
+use crate::reconcile::visibility;
 use crate::db::{DbError, QueryContext};
 use crate::telemetry::error_chain;
 
@@ -16,6 +17,8 @@ const BACKEND_PID: &str = include_str!("sql/backend_pid.sql");
 const FUNCTION: &str = include_str!("sql/function.sql");
 const PROBE_INCREMENT: &str = include_str!("sql/probe_increment.sql");
 const JOURNAL_EXPOSURE: &str = include_str!("sql/journal_exposure.sql");
+const LEDGER_WRITERS: &str = include_str!("sql/ledger_writers.sql");
+const CHECK_RECONCILER_ROLE: &str = include_str!("sql/check_reconciler_role.sql");
 
 /// Session state must survive between statements: a transaction pooler would hand the next
 /// statement to another backend, and the pass's advisory lock would mean nothing.
@@ -210,10 +213,7 @@ pub(super) async fn journal_privileges(client: &impl GenericClient) -> Result<Ch
             for (flag, what) in [
                 ("rolsuper", "is a superuser"),
                 ("rolbypassrls", "bypasses RLS"),
-                (
-                    "rolcanlogin",
-                    "can log in (log in through a member login instead)",
-                ),
+                ("rolcanlogin", "can log in"),
             ] {
                 if row.get::<_, bool>(flag) {
                     problems.push(format!("synqall_reconciler {what}"));
@@ -232,10 +232,138 @@ pub(super) async fn journal_privileges(client: &impl GenericClient) -> Result<Ch
             "anon/authenticated cannot reach reconciler.*; synqall_reconciler is NOLOGIN, no superuser, no BYPASSRLS",
         )
     } else {
+        let mut fixes = Vec::new();
+        if problems.iter().any(|p| p.contains("can log in")) {
+            fixes.push(
+                "ALTER ROLE synqall_reconciler NOLOGIN; (log in through a member login: \
+                 CREATE ROLE synqall_reconciler_login LOGIN PASSWORD '...' IN ROLE synqall_reconciler;)"
+                    .to_string(),
+            );
+        }
+        if problems.iter().any(|p| p.contains("superuser") || p.contains("bypasses RLS")) {
+            fixes.push("ALTER ROLE synqall_reconciler NOSUPERUSER NOBYPASSRLS;".to_string());
+        }
+        if problems.iter().any(|p| p.contains("can reach") || p.contains("missing")) {
+            fixes.push(
+                "re-apply migrations/V2 and V3 with psql -f (re-runnable), and revoke what was \
+                 granted by hand"
+                    .to_string(),
+            );
+        }
+        Check::fail(NAME, problems.join("; "), fixes.join(" "))
+    })
+}
+
+/// The ledgers are the bill: `anon` writing calls or usage rows is a FAIL; `authenticated`
+/// writing them is a WARN unless every policy that lets it pins `organization_id` to the
+/// user's memberships (otherwise a user bills another organization by inserting a call).
+pub(super) async fn ledger_writers(client: &impl GenericClient) -> Result<Check, DbError> {
+    const NAME: &str = "ledger writers";
+    let mut anon = Vec::new();
+    let mut authenticated = Vec::new();
+    for row in client
+        .query(LEDGER_WRITERS, &[])
+        .await
+        .context("read who may write the ledgers")?
+    {
+        let allowed = row.get::<_, bool>("granted")
+            && (row.get::<_, bool>("rls_open") || !row.get::<_, Vec<String>>("policies").is_empty());
+        if !allowed {
+            continue;
+        }
+        let role: String = row.get("role");
+        let what = format!(
+            "{} {} ({})",
+            row.get::<_, String>("command"),
+            row.get::<_, String>("relation"),
+            if row.get::<_, bool>("rls_open") {
+                "no row-level security in the way".to_string()
+            } else {
+                format!("policies {}", row.get::<_, Vec<String>>("policies").join(", "))
+            }
+        );
+        if role == "anon" {
+            anon.push(what);
+        } else if !row.get::<_, bool>("all_pinned") || row.get::<_, bool>("rls_open") {
+            authenticated.push(what);
+        }
+    }
+    Ok(if !anon.is_empty() {
         Check::fail(
             NAME,
-            problems.join("; "),
-            "re-apply migrations/V2 and V3 with psql -f (re-runnable), and revoke what was granted by hand",
+            format!("anon may write the ledgers the bill is computed from: {}", anon.join("; ")),
+            "REVOKE INSERT, UPDATE, DELETE ON public.calls, public.usage_metrics FROM anon; and \
+             drop the policies that let anon write them",
+        )
+    } else if !authenticated.is_empty() {
+        Check::warn(
+            NAME,
+            format!(
+                "authenticated may write ledger rows through policies that do not pin \
+                 organization_id to the user's memberships: {}",
+                authenticated.join("; ")
+            ),
+            "make each such policy's WITH CHECK require organization_id IN (SELECT \
+             organization_id FROM public.user_organizations WHERE user_id = auth.uid()); a user \
+             who can write another organization's calls changes that organization's bill",
+        )
+    } else {
+        Check::ok(
+            NAME,
+            "anon cannot write calls or usage_metrics; authenticated only through policies that \
+             pin organization_id to its memberships (or not at all)",
         )
     })
+}
+
+/// See before you write, as the pass checks it: what this login (and the daemon's role
+/// `synqall_reconciler`, when doctor runs as someone else) cannot see or write. A FAIL: a pass
+/// in that state refuses to write.
+pub(super) async fn visibility(
+    client: &impl GenericClient,
+    settings: &Settings,
+) -> Result<Check, DbError> {
+    const NAME: &str = "rows visible to the pass";
+    let source = settings.usage.source;
+    let mut blind = visibility::check(client, source).await?;
+    let also_role: bool = client
+        .query_one(CHECK_RECONCILER_ROLE, &[])
+        .await
+        .context("look for the synqall_reconciler role")?
+        .get("check_role");
+    if also_role {
+        blind.extend(visibility::check_as(client, source, Some("synqall_reconciler")).await?);
+    }
+    if blind.is_empty() {
+        return Ok(Check::ok(
+            NAME,
+            format!(
+                "every row of organizations, calls, user_organizations{} is visible, and the \
+                 written columns writable{}",
+                if source == crate::config::Source::UsageMetrics {
+                    ", usage_metrics"
+                } else {
+                    ""
+                },
+                if also_role {
+                    ", for this login and for synqall_reconciler"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(Check::fail(
+        NAME,
+        blind
+            .iter()
+            .map(|b| format!("{} as {}: {}", b.table, b.role, b.what))
+            .collect::<Vec<_>>()
+            .join("; "),
+        blind
+            .iter()
+            .map(|b| b.fix.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+    ))
 }

@@ -1,6 +1,10 @@
 //! A throwaway local PostgreSQL cluster: `initdb` into a temporary directory, start `postgres`
 //! on a free loopback port, stop it, remove everything. Used by `demo` and by the test harness.
 //!
+//! Private while it runs: TCP logins need the bootstrap superuser's random password
+//! (scram-sha-256), and the trusted Unix socket lies in a directory only the server's user may
+//! enter; no other local user can log in to it.
+//!
 //! Two details make it safe to use from tests and from a Ctrl-C'd demo:
 //! - The server is spawned from a dedicated *keeper* thread with `PR_SET_PDEATHSIG`, so the kernel
 //!   kills it when that thread ends, which for a cluster that is never dropped (a test binary's
@@ -135,6 +139,8 @@ fn free_loopback_port() -> Result<u16, LocalPgError> {
 pub struct LocalCluster {
     spec: ServerSpec,
     root: PathBuf,
+    /// The bootstrap superuser's password (TCP logins need it).
+    password: String,
     keeper: Option<(mpsc::Sender<KeeperCmd>, thread::JoinHandle<()>)>,
 }
 
@@ -183,9 +189,10 @@ impl LocalCluster {
             spec,
             root,
             keeper: None,
+            password: uuid::Uuid::new_v4().simple().to_string(),
         };
         cluster.prepare_dirs()?;
-        cluster.spec.initdb()?;
+        cluster.spec.initdb(&cluster.password)?;
         cluster.spawn_keeper()?;
         Ok(cluster)
     }
@@ -193,6 +200,9 @@ impl LocalCluster {
     fn prepare_dirs(&self) -> Result<(), LocalPgError> {
         fs::create_dir_all(&self.spec.socket_dir).map_err(io_err("creating the socket dir"))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("setting directory permissions"))?;
+        // The socket is trusted: only the server's user (and root) may reach it.
+        fs::set_permissions(&self.spec.socket_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("setting directory permissions"))?;
         if let Some((uid, gid)) = self.spec.identity {
             for dir in [&self.root, &self.spec.socket_dir] {
@@ -266,12 +276,28 @@ impl LocalCluster {
         &self.root
     }
 
-    /// A connection URL for `database` as the `postgres` superuser (trust auth, loopback only).
+    /// A connection URL for `database` as the bootstrap superuser, over TCP on 127.0.0.1 with
+    /// its (random, per-cluster) password.
     pub fn url(&self, database: &str) -> String {
+        self.url_as(&self.spec.options.superuser, &self.password, database)
+    }
+
+    /// A connection URL for `database` as `user` with `password` (127.0.0.1, scram).
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{database}",
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
             self.spec.port
         )
+    }
+
+    /// The bootstrap superuser's password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The bootstrap superuser's name.
+    pub fn superuser(&self) -> &str {
+        &self.spec.options.superuser
     }
 
     /// The data directory (holds `pg_hba.conf` and `postgresql.conf`).

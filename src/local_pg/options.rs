@@ -9,6 +9,9 @@ pub struct ClusterOptions {
     pub unsafe_fast: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// The bootstrap superuser's name (`postgres`; `supabase_admin` to build a Supabase-like
+    /// cluster, where `postgres` is an ordinary role).
+    pub superuser: String,
 }
 
 impl Default for ClusterOptions {
@@ -16,6 +19,7 @@ impl Default for ClusterOptions {
         Self {
             unsafe_fast: true,
             settings: Vec::new(),
+            superuser: "postgres".into(),
         }
     }
 }

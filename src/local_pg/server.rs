@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,15 +41,30 @@ impl ServerSpec {
         cmd
     }
 
-    pub(super) fn initdb(&self) -> Result<(), LocalPgError> {
+    /// `initdb`: the bootstrap superuser gets `password`; TCP connections need it
+    /// (scram-sha-256), the Unix socket (in a directory only the server's user may enter) is
+    /// trusted. So while a cluster runs, no other local user can log in to it.
+    pub(super) fn initdb(&self, password: &str) -> Result<(), LocalPgError> {
+        let pwfile = self.data_dir.with_extension("pw");
+        fs::write(&pwfile, password).map_err(io_err("writing the password file"))?;
+        if let Some((uid, gid)) = self.identity {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+                .map_err(io_err("handing the password file to postgres"))?;
+        }
+        fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600))
+            .map_err(io_err("restricting the password file"))?;
         let out = self
             .command("initdb")
             .arg("-D")
             .arg(&self.data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
-            .arg("--locale=C")
+            .args(["-U", &self.options.superuser])
+            .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["-E", "UTF8", "--no-sync", "--locale=C"])
             .output()
-            .map_err(io_err("running initdb"))?;
+            .map_err(io_err("running initdb"));
+        let _ = fs::remove_file(&pwfile);
+        let out = out?;
         if !out.status.success() {
             return Err(LocalPgError::Command {
                 what: "initdb".into(),

@@ -14,17 +14,38 @@ use crate::db::{host_name, DbError, QueryContext};
 /// Final status of a run row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// Every drift found was repaired (or there was none).
     Ok,
+    /// Drift was found and not all of it repaired: failed, refused or raced repairs.
+    Partial,
+    /// The mass-correction guard held every repair back.
+    Refused,
     Failed,
     Cancelled,
 }
 
 impl RunStatus {
-    fn as_str(self) -> &'static str {
+    /// The journal's spelling (`reconciler.runs.status`), also the metrics outcome.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
+            Self::Partial => "partial",
+            Self::Refused => "refused",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// How a pass that ran to its end (or was cancelled) is recorded.
+    pub fn of(report: &PassReport) -> Self {
+        if report.cancelled {
+            Self::Cancelled
+        } else if report.mass_correction.is_some() && !report.dry_run {
+            Self::Refused
+        } else if report.partial() {
+            Self::Partial
+        } else {
+            Self::Ok
         }
     }
 }
@@ -94,6 +115,8 @@ pub async fn close_run(
                 &n(report.orphans_left()),
                 &error,
                 &n(report.period_resets),
+                &n(report.failed),
+                &n(report.refused),
             ],
         )
         .await

@@ -15,6 +15,7 @@
 //! asked for and how it ended), [`pass`] (the steps in order).
 
 pub mod control;
+pub mod guard;
 pub mod journal;
 pub mod orphans;
 pub mod outcome;
@@ -23,19 +24,23 @@ pub mod queries;
 pub mod repair;
 pub mod report;
 pub mod usage;
+pub mod visibility;
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
+
+use futures_util::FutureExt as _;
 
 use tracing::info;
 use uuid::Uuid;
 
 use self::control::PassControl;
-pub use self::outcome::{PassOptions, PassOutcome, RunMode};
+pub use self::outcome::{PassError, PassOptions, PassOutcome, RunMode};
 use self::pass::Pass;
 pub use self::report::PassReport;
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
-use crate::db::{Database, DbError};
+use crate::db::Database;
 
 /// Run one pass.
 ///
@@ -49,7 +54,7 @@ pub async fn run_once(
     settings: &Settings,
     options: PassOptions,
     control: &PassControl,
-) -> Result<PassOutcome, DbError> {
+) -> Result<PassOutcome, PassError> {
     let started = Instant::now();
     control.progress.bump();
     let run_id = Uuid::new_v4();
@@ -63,13 +68,28 @@ pub async fn run_once(
             return Ok(PassOutcome::LockHeld);
         }
         Err(e) => {
+            let e = PassError::Db(e);
             report::log_failure(run_id, &e);
             return Err(e);
         }
     };
     let mut pass = Pass::new(settings, control, &lock, run_id, options);
-    let result = pass.run(db).await;
+    // A panic (a bug) must not leave the run row `running` and the journal silent: it becomes
+    // a failed pass like any other.
+    let result = AssertUnwindSafe(pass.run(db))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(PassError::Panicked(panic_message(panic.as_ref()))));
     let outcome = pass.finish(db, result, started).await;
     lock.release().await;
     outcome
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }

@@ -1,6 +1,9 @@
-//! How a pass is asked for ([`PassOptions`], [`RunMode`]) and how it ended ([`PassOutcome`]).
+//! How a pass is asked for ([`PassOptions`], [`RunMode`]) and how it ended ([`PassOutcome`],
+//! or [`PassError`]).
 
 use super::report::PassReport;
+use super::visibility::Blind;
+use crate::db::DbError;
 
 /// Who started the pass; recorded in `reconciler.runs.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub struct PassOptions {
     pub mode: RunMode,
     /// Report only: no run row, no attribution, no repair, no settle wait.
     pub dry_run: bool,
+    /// A person looked (`--dry-run`) and allows a mass correction this once.
+    pub allow_mass_correction: bool,
 }
 
 /// The result of a pass that did not fail.
@@ -36,4 +41,32 @@ pub enum PassOutcome {
     /// Another instance holds the advisory lock; nothing was done or written.
     LockHeld,
     Completed(PassReport),
+}
+
+/// Why a pass failed. Batches committed before the failure stay committed and journalled.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// See before you write: the login cannot see (or write) what the pass reasons about.
+    #[error("refusing to write: {}", blind_list(.0))]
+    Blind(Vec<Blind>),
+    /// A bug: the pass panicked. Caught so the run is closed as failed and logged.
+    #[error("the pass panicked: {0}")]
+    Panicked(String),
+}
+
+fn blind_list(blind: &[Blind]) -> String {
+    blind
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PassError {
+    /// The connection is gone (see [`DbError::is_connection_loss`]).
+    pub fn is_connection_loss(&self) -> bool {
+        matches!(self, Self::Db(e) if e.is_connection_loss())
+    }
 }

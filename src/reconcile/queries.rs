@@ -1,36 +1,50 @@
 //! The pass's SQL, kept in `sql/*.sql` beside this file so it can be read, diffed and run by
-//! hand in psql. A few are templates: the minutes expressions depend on the column types found
-//! by [`crate::db::schema::inspect`] and on `usage.rounding`, and are filled in once per pass
-//! (integer columns are summed as they are, which keeps `sum(int4)` fast).
+//! hand in psql. Several are templates: the minutes and counter expressions depend on the
+//! column types found by [`crate::db::schema::inspect`] and on `usage.rounding`, and are filled
+//! in once per pass (integer columns are summed as they are, which keeps `sum(int4)` fast).
+//!
+//! Bad values never fail a statement: durations and metric values that are NULL, negative,
+//! NaN, infinite or beyond bigint are left out of the sums (and named elsewhere), totals are
+//! clamped to bigint before the cast, and a fractional counter that holds no whole number of
+//! minutes is read as "invalid" instead of being cast.
 
 use crate::config::{Period, Rounding, Source, UsageSettings};
-use crate::db::schema::{AppSchema, MinutesType};
+use crate::db::schema::{AppSchema, CounterType, MinutesType};
 
-pub const LOCK_ORGS: &str = include_str!("sql/lock_orgs.sql");
 pub const ORPHANED_USERS: &str = include_str!("sql/orphaned_users.sql");
-pub const BAD_DURATIONS: &str = include_str!("sql/bad_durations.sql");
 pub const APPLY_REPAIRS: &str = include_str!("sql/apply_repairs.sql");
 pub const ATTRIBUTE_CALLS: &str = include_str!("sql/attribute_calls.sql");
 pub const INSERT_RUN: &str = include_str!("sql/insert_run.sql");
 pub const FINISH_RUN: &str = include_str!("sql/finish_run.sql");
 pub const CLOSE_ABANDONED_RUNS: &str = include_str!("sql/close_abandoned_runs.sql");
+pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
 
 const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
+const LOCK_ORGS_TEMPLATE: &str = include_str!("sql/lock_orgs.sql");
 const CALL_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/call_fingerprints.sql");
 const METRIC_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/metric_fingerprints.sql");
 const ORPHANED_CALLS_TEMPLATE: &str = include_str!("sql/orphaned_calls.sql");
 const PREVIOUS_CALL_TOTALS_TEMPLATE: &str = include_str!("sql/previous_call_totals.sql");
 const PREVIOUS_METRIC_TOTALS_TEMPLATE: &str = include_str!("sql/previous_metric_totals.sql");
-pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
+const BAD_DURATIONS_TEMPLATE: &str = include_str!("sql/bad_durations.sql");
+const BAD_METRIC_VALUES_TEMPLATE: &str = include_str!("sql/bad_metric_values.sql");
+
+/// The largest bigint, as SQL: totals are clamped to it and values above it are not minutes.
+const BIGINT_MAX: &str = "9223372036854775807";
 
 /// The per-pass SQL, with the templates filled in.
 #[derive(Debug, Clone)]
 pub struct PassQueries {
     pub drifted_orgs: String,
+    pub lock_orgs: String,
     pub fingerprints: String,
     pub orphaned_calls: String,
     /// The truth ledger's totals over the previous calendar month (period rollover).
     pub previous_totals: String,
+    pub bad_durations: String,
+    pub bad_metric_values: String,
+    /// The type of `used_minutes`: what a repair may write.
+    pub counter_type: CounterType,
 }
 
 impl PassQueries {
@@ -39,16 +53,27 @@ impl PassQueries {
         let (rounding, source) = (usage.rounding, usage.source);
         let call_total = call_total_expr(schema.duration_type, rounding);
         let metric_total = metric_total_expr(schema.metric_type, rounding);
-        let (call_count, metric_count) = match source {
-            Source::Calls => ("count(*)", "0::bigint"),
-            Source::UsageMetrics => ("0::bigint", "count(*)"),
+        let metric_count = match source {
+            Source::Calls => "0::bigint",
+            Source::UsageMetrics => "count(*)",
         };
+        let (stored, stored_invalid) = stored_exprs(schema.counter_type);
         let fill = |template: &str| {
             template
                 .replace("{call_total}", &call_total)
                 .replace("{metric_total}", &metric_total)
-                .replace("{call_count}", call_count)
+                .replace("{call_count}", "count(*)")
                 .replace("{metric_count}", metric_count)
+                .replace("{stored}", &stored)
+                .replace("{stored_invalid}", &stored_invalid)
+                .replace(
+                    "{invalid_duration}",
+                    &invalid_value("c.duration_minutes", schema.duration_type),
+                )
+                .replace(
+                    "{invalid_metric}",
+                    &invalid_value("m.metric_value", schema.metric_type),
+                )
         };
         let (expected, fingerprints, previous_totals) = match source {
             Source::Calls => (
@@ -64,9 +89,9 @@ impl PassQueries {
         };
         // A quota is monthly: compared only when the counter covers a calendar month.
         let quota = if usage.period == Period::CalendarMonth && schema.max_minutes_monthly {
-            "o.max_minutes_monthly"
+            "o.max_minutes_monthly::bigint"
         } else {
-            "NULL::integer"
+            "NULL::bigint"
         };
         let membership_created_at = if schema.membership_created_at {
             "m.created_at"
@@ -77,27 +102,69 @@ impl PassQueries {
             drifted_orgs: fill(DRIFTED_ORGS_TEMPLATE)
                 .replace("{expected}", expected)
                 .replace("{quota}", quota),
+            lock_orgs: fill(LOCK_ORGS_TEMPLATE),
             fingerprints,
             previous_totals,
             orphaned_calls: ORPHANED_CALLS_TEMPLATE
                 .replace("{membership_created_at}", membership_created_at),
+            bad_durations: fill(BAD_DURATIONS_TEMPLATE),
+            bad_metric_values: fill(BAD_METRIC_VALUES_TEMPLATE),
+            counter_type: schema.counter_type,
         }
     }
 }
 
-/// An organization's calls total: NULL and negative durations count 0 (bad data, named by
-/// [`BAD_DURATIONS`] for drifted organizations), fractional ones are rounded per call. One
-/// filtered sum: every extra per-row aggregate costs a few percent of the whole pass.
+/// The counter as bigint, and whether its value cannot be compared: integer counters cast
+/// exactly; a fractional one only when it holds a whole number of minutes within bigint.
+fn stored_exprs(counter: CounterType) -> (String, String) {
+    let column = "o.used_minutes";
+    match counter {
+        CounterType::SmallInt | CounterType::Integer | CounterType::BigInt => {
+            (format!("{column}::bigint"), "false".to_string())
+        }
+        CounterType::Fractional => {
+            let whole = format!(
+                "({column}::numeric = trunc({column}::numeric) \
+                 AND {column}::numeric BETWEEN -{BIGINT_MAX} AND {BIGINT_MAX})"
+            );
+            (
+                format!("CASE WHEN {whole} THEN {column}::numeric::bigint END"),
+                format!("({column} IS NOT NULL AND NOT {whole})"),
+            )
+        }
+    }
+}
+
+/// A duration or metric value the ledgers leave out as not a number of minutes: NaN, infinite
+/// or beyond bigint (NaN sorts above every number in PostgreSQL, so one comparison covers all
+/// three). Integer columns cannot hold such a value.
+fn invalid_value(column: &str, ty: MinutesType) -> String {
+    match ty {
+        MinutesType::Integer | MinutesType::BigInt => "false".to_string(),
+        MinutesType::Fractional => format!("{column}::numeric > {BIGINT_MAX}"),
+    }
+}
+
+/// An organization's calls total: NULL, negative and unusable durations count 0 (bad data,
+/// named by the bad-durations query for drifted organizations), fractional ones are rounded
+/// per call. One filtered sum: every extra per-row aggregate costs a few percent of the whole
+/// pass.
 fn call_total_expr(ty: MinutesType, rounding: Rounding) -> String {
     let column = "c.duration_minutes";
-    let valid = format!("FILTER (WHERE {column} >= 0)");
     match ty {
-        MinutesType::Integer | MinutesType::BigInt => {
-            format!("COALESCE(sum({column}) {valid}, 0)::bigint")
-        }
+        // sum(int4) is a bigint and cannot overflow on any real table.
+        MinutesType::Integer => format!("COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0)::bigint"),
+        // sum(int8) is numeric: clamp before the cast.
+        MinutesType::BigInt => format!(
+            "LEAST(COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0), {BIGINT_MAX})::bigint"
+        ),
         MinutesType::Fractional => {
             let function = rounding_function(rounding);
-            format!("COALESCE(sum({function}({column}::numeric)) {valid}, 0)::bigint")
+            format!(
+                "LEAST(COALESCE(sum({function}({column}::numeric)) \
+                 FILTER (WHERE {column} >= 0 AND {column}::numeric <= {BIGINT_MAX}), 0), \
+                 {BIGINT_MAX})::bigint"
+            )
         }
     }
 }
@@ -113,14 +180,20 @@ fn rounding_function(rounding: Rounding) -> &'static str {
 /// An organization's usage_metrics total: the raw sum, rounded once and floored at 0. Summing
 /// raw values keeps this aggregate as cheap as a bare `sum(metric_value)` (per-row rounding of
 /// a numeric column costs about 10% of the whole pass); minutes_transcribed rows are written
-/// in whole minutes by the app, where both definitions agree.
+/// in whole minutes by the app, where both definitions agree. Unusable values are left out.
 fn metric_total_expr(ty: MinutesType, rounding: Rounding) -> String {
-    let sum = "COALESCE(sum(m.metric_value), 0)";
+    let column = "m.metric_value";
     match ty {
-        MinutesType::Integer | MinutesType::BigInt => format!("GREATEST({sum}, 0)::bigint"),
+        MinutesType::Integer | MinutesType::BigInt => format!(
+            "LEAST(GREATEST(COALESCE(sum({column}), 0), 0), {BIGINT_MAX})::bigint"
+        ),
         MinutesType::Fractional => {
             let function = rounding_function(rounding);
-            format!("GREATEST({function}({sum}::numeric), 0)::bigint")
+            format!(
+                "LEAST(GREATEST({function}(COALESCE(sum({column}::numeric) \
+                 FILTER (WHERE {column}::numeric BETWEEN -{BIGINT_MAX} AND {BIGINT_MAX}), 0)), 0), \
+                 {BIGINT_MAX})::bigint"
+            )
         }
     }
 }
@@ -133,12 +206,14 @@ mod tests {
     fn templates_are_fully_filled() {
         for schema in [
             AppSchema {
+                counter_type: CounterType::Integer,
                 duration_type: MinutesType::Integer,
                 metric_type: MinutesType::Fractional,
                 membership_created_at: true,
                 max_minutes_monthly: true,
             },
             AppSchema {
+                counter_type: CounterType::Fractional,
                 duration_type: MinutesType::Fractional,
                 metric_type: MinutesType::BigInt,
                 membership_created_at: false,
@@ -155,13 +230,17 @@ mod tests {
                     rounding: Rounding::Round,
                     settle_seconds: 0,
                     batch_size: 1,
+                    known_statuses: vec!["completed".into()],
                 };
                 let q = PassQueries::new(&schema, &usage);
                 for text in [
                     &q.drifted_orgs,
+                    &q.lock_orgs,
                     &q.fingerprints,
                     &q.orphaned_calls,
                     &q.previous_totals,
+                    &q.bad_durations,
+                    &q.bad_metric_values,
                 ] {
                     // '{}' is the empty-array literal; no other brace may survive.
                     assert!(!text.replace("'{}'", "").contains('{'), "{text}");
@@ -174,7 +253,9 @@ mod tests {
     fn fractional_minutes_are_rounded_per_call_and_bad_ones_left_out() {
         assert_eq!(
             call_total_expr(MinutesType::Fractional, Rounding::Floor),
-            "COALESCE(sum(floor(c.duration_minutes::numeric)) FILTER (WHERE c.duration_minutes >= 0), 0)::bigint"
+            "LEAST(COALESCE(sum(floor(c.duration_minutes::numeric)) FILTER (WHERE \
+             c.duration_minutes >= 0 AND c.duration_minutes::numeric <= 9223372036854775807), 0), \
+             9223372036854775807)::bigint"
         );
         assert_eq!(
             call_total_expr(MinutesType::Integer, Rounding::Floor),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::queries::{PassQueries, APPLY_REPAIRS, LOCK_ORGS};
+use super::queries::{PassQueries, APPLY_REPAIRS};
 use super::usage::{Fingerprint, OrgUsage};
 use crate::config::{Period, Source};
 use crate::db::{DbError, QueryContext};
@@ -24,13 +24,16 @@ pub const ROW_BUSY: &str = "row locked by another transaction or deleted";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepairAction {
     /// Counter set to `new`, journalled.
-    Repaired { new: i32 },
+    Repaired { new: i64 },
     /// Dry run: would have been repaired.
     WouldRepair,
     /// The counter or the ledger moved, or the row was locked: left to the next pass.
     LostRace { reason: &'static str },
-    /// The correct value does not fit `used_minutes` (integer): not written.
+    /// Not written on purpose: the correct value does not fit `used_minutes`, or the counter
+    /// holds no whole number of minutes.
     Refused { reason: String },
+    /// The write failed (a trigger refused it, a constraint, a timeout): nothing written.
+    Failed { reason: String },
 }
 
 impl RepairAction {
@@ -41,6 +44,16 @@ impl RepairAction {
             Self::WouldRepair => "would_repair",
             Self::LostRace { .. } => "lost_race",
             Self::Refused { .. } => "refused",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// Why nothing was written, when that is the outcome.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::LostRace { reason } => Some(reason),
+            Self::Refused { reason } | Self::Failed { reason } => Some(reason),
+            Self::Repaired { .. } | Self::WouldRepair => None,
         }
     }
 }
@@ -70,9 +83,9 @@ pub async fn repair_batch(
         .context("begin a repair transaction")?;
     let seen = read_under_lock(&tx, ctx, batch).await?;
     let mut actions = Vec::with_capacity(batch.len());
-    let mut writes: Vec<(&OrgUsage, i32)> = Vec::new();
+    let mut writes: Vec<(&OrgUsage, i64)> = Vec::new();
     for org in batch {
-        match confirm(org, &seen, ctx.source) {
+        match confirm(org, &seen, ctx) {
             Confirmed::Write(new) => writes.push((org, new)),
             Confirmed::Skip(action) => actions.push((org.org_id, action)),
         }
@@ -97,8 +110,9 @@ pub async fn repair_batch(
 
 /// What the batch's organizations look like now, under their row locks.
 struct UnderLock {
-    /// Counter of each organization locked; absent: locked by someone else (or deleted).
-    counters: HashMap<Uuid, Option<i32>>,
+    /// Counter of each organization locked (and whether it is a whole number of minutes);
+    /// absent: locked by someone else (or deleted).
+    counters: HashMap<Uuid, (Option<i64>, bool)>,
     fingerprints: HashMap<Uuid, Fingerprint>,
 }
 
@@ -109,12 +123,12 @@ async fn read_under_lock(
     batch: &[&OrgUsage],
 ) -> Result<UnderLock, DbError> {
     let ids: Vec<Uuid> = batch.iter().map(|o| o.org_id).collect();
-    let counters: HashMap<Uuid, Option<i32>> = tx
-        .query(LOCK_ORGS, &[&ids])
+    let counters: HashMap<Uuid, (Option<i64>, bool)> = tx
+        .query(ctx.queries.lock_orgs.as_str(), &[&ids])
         .await
         .context("lock organizations for repair")?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("id"), (r.get("stored"), r.get("stored_invalid"))))
         .collect();
     let locked_ids: Vec<Uuid> = counters.keys().copied().collect();
     let fingerprints = tx
@@ -144,34 +158,42 @@ async fn read_under_lock(
 /// The decision for one organization once its row is locked.
 enum Confirmed {
     /// S and F are what the scan saw: write this value.
-    Write(i32),
+    Write(i64),
     Skip(RepairAction),
 }
 
 /// S and F unchanged, and the value fits: write S + delta (delta computed on F, which equals
 /// F's total). Anything else is left alone with its reason.
-fn confirm(org: &OrgUsage, seen: &UnderLock, source: Source) -> Confirmed {
+fn confirm(org: &OrgUsage, seen: &UnderLock, ctx: &RepairContext<'_>) -> Confirmed {
     let lost = |reason| Confirmed::Skip(RepairAction::LostRace { reason });
+    let refused = |reason| Confirmed::Skip(RepairAction::Refused { reason });
+    let counter = ctx.queries.counter_type;
     match seen.counters.get(&org.org_id) {
         None => lost(ROW_BUSY),
-        Some(now) if *now != org.stored => lost("used_minutes changed since the scan"),
+        Some(&(now, invalid)) if now != org.stored || invalid != org.stored_invalid => {
+            lost("used_minutes changed since the scan")
+        }
         Some(_)
-            if seen
-                .fingerprints
-                .get(&org.org_id)
-                .copied()
-                .unwrap_or_default()
-                != org.fingerprint(source) =>
+            if seen.fingerprints.get(&org.org_id).copied().unwrap_or_default()
+                != org.fingerprint(ctx.source) =>
         {
             lost("ledger changed since the scan")
         }
+        Some(_) if org.stored_invalid => refused(
+            "used_minutes holds no whole number of minutes (a fraction, NaN or beyond bigint); \
+             set it by hand, the next pass checks it"
+                .to_string(),
+        ),
         Some(_) => {
-            let new = org.stored.map(i64::from).unwrap_or(0) + org.delta(source);
-            match i32::try_from(new) {
-                Ok(new) => Confirmed::Write(new),
-                Err(_) => Confirmed::Skip(RepairAction::Refused {
-                    reason: format!("expected {new} does not fit used_minutes (integer)"),
-                }),
+            let new = org.stored.unwrap_or(0).saturating_add(org.delta(ctx.source));
+            // i64::MAX is where totals are clamped: the real value is larger still.
+            if new > counter.max() || new == i64::MAX {
+                refused(format!(
+                    "expected {new} does not fit used_minutes ({})",
+                    counter.sql_name()
+                ))
+            } else {
+                Confirmed::Write(new)
             }
         }
     }
@@ -181,11 +203,11 @@ fn confirm(org: &OrgUsage, seen: &UnderLock, source: Source) -> Confirmed {
 async fn apply(
     tx: &tokio_postgres::Transaction<'_>,
     ctx: &RepairContext<'_>,
-    writes: &[(&OrgUsage, i32)],
+    writes: &[(&OrgUsage, i64)],
 ) -> Result<Vec<Uuid>, DbError> {
     let org_ids: Vec<Uuid> = writes.iter().map(|(o, _)| o.org_id).collect();
-    let old: Vec<Option<i32>> = writes.iter().map(|(o, _)| o.stored).collect();
-    let new: Vec<i32> = writes.iter().map(|(_, n)| *n).collect();
+    let old: Vec<Option<i64>> = writes.iter().map(|(o, _)| o.stored).collect();
+    let new: Vec<i64> = writes.iter().map(|(_, n)| *n).collect();
     let calls: Vec<i64> = writes.iter().map(|(o, _)| o.calls_minutes).collect();
     let metrics: Vec<i64> = writes.iter().map(|(o, _)| o.metrics_minutes).collect();
     let reasons: Vec<&str> = writes.iter().map(|(o, _)| o.reason()).collect();

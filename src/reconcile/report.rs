@@ -8,13 +8,14 @@ use std::time::Duration;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::guard::MassCorrection;
 use super::orphans::{Attribution, OrphanedCall};
+use super::outcome::PassError;
 use super::repair::RepairAction;
-use super::usage::OrgUsage;
+use super::usage::{BadValues, OrgUsage};
 use crate::config::Source;
-use crate::db::DbError;
 use crate::telemetry::critical;
-use crate::telemetry::{error_chain, OrNull};
+use crate::telemetry::{error_chain, NullableText, OrNull};
 
 /// What one pass found and did.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +41,16 @@ pub struct PassReport {
     pub orphans_no_membership: u64,
     /// `None` when `auth.users` is absent or unreadable.
     pub orphaned_users: Option<i64>,
-    /// Completed calls with NULL / negative durations in drifted organizations (counted 0).
+    /// Completed calls with NULL / negative / unusable (NaN, infinite, beyond bigint) durations
+    /// in drifted organizations (counted 0), and unusable metric values there (left out).
     pub null_durations: i64,
     pub negative_durations: i64,
+    pub invalid_durations: i64,
+    pub invalid_metric_values: i64,
+    /// Calls whose status is not in `usage.known_statuses` (not counted).
+    pub unknown_status_calls: i64,
+    /// The guard stopped this pass: nothing was repaired (or, in a dry run, would be refused).
+    pub mass_correction: Option<MassCorrection>,
     pub duration: Duration,
     pub corrections: Vec<Correction>,
     /// Stopped early by shutdown; what was committed is whole and journalled.
@@ -62,11 +70,18 @@ impl PassReport {
     /// Some counter is still wrong after this pass (exit 2 for `--reconcile-now`).
     pub fn drift_left(&self) -> bool {
         self.would_repair + self.lost_race + self.refused + self.failed > 0
+            || self.mass_correction.is_some()
+    }
+
+    /// Drift was found but not all of it repaired: a repair failed, was refused or lost its
+    /// race. Such a pass is `partial`, never `ok`.
+    pub fn partial(&self) -> bool {
+        self.lost_race + self.refused + self.failed > 0
     }
 }
 
 /// The one `ERROR reconcile pass failed` line; returns the message for the run row.
-pub fn log_failure(run_id: Uuid, error: &DbError) -> String {
+pub fn log_failure(run_id: Uuid, error: &PassError) -> String {
     let message = error_chain(error);
     tracing::error!(%run_id, error = message.as_str(), "reconcile pass failed");
     message
@@ -102,21 +117,16 @@ pub fn log_attribution(run_id: Uuid, a: &Attribution, dry_run: bool) {
 
 /// The `CRITICAL used_minutes drift …` line.
 pub fn log_drift(run_id: Uuid, org: &OrgUsage, source: Source, action: &RepairAction) {
-    let reason = match action {
-        RepairAction::LostRace { reason } => Some(*reason),
-        RepairAction::Refused { reason } => Some(reason.as_str()),
-        _ => None,
-    };
     critical!(
         org_id = %org.org_id,
-        org_name = org.name.as_str(),
+        org_name = %NullableText(org.name.as_deref()),
         stored = %OrNull(org.stored),
         expected = org.expected(source),
         delta = org.delta(source),
         calls_minutes = org.calls_minutes,
         metrics_minutes = org.metrics_minutes,
         action = action.label(),
-        reason,
+        reason = action.reason(),
         %run_id,
         "used_minutes drift"
     );
@@ -131,7 +141,7 @@ pub fn log_period_reset(run_id: Uuid, org: &OrgUsage, source: Source, action: &R
     };
     info!(
         org_id = %org.org_id,
-        org_name = org.name.as_str(),
+        org_name = %NullableText(org.name.as_deref()),
         stored = %OrNull(org.stored),
         expected = org.expected(source),
         previous_period_minutes = org.previous_period_minutes.unwrap_or(0),
@@ -146,12 +156,52 @@ pub fn log_over_quota(run_id: Uuid, org: &OrgUsage, source: Source) {
     let quota = org.quota.unwrap_or(0);
     warn!(
         org_id = %org.org_id,
-        org_name = org.name.as_str(),
+        org_name = %NullableText(org.name.as_deref()),
         used = org.expected(source),
         max_minutes_monthly = quota,
         over_by = org.expected(source) - i64::from(quota),
         %run_id,
         "organization over its monthly quota"
+    );
+}
+
+/// The `CRITICAL mass correction refused …` line.
+pub fn log_mass_correction(run_id: Uuid, m: &MassCorrection) {
+    critical!(
+        lowered = m.lowered,
+        orgs = m.orgs,
+        removed_minutes = m.removed_minutes,
+        billed_minutes = m.billed_minutes,
+        %run_id,
+        "mass correction refused: would lower {} of {} organizations and remove {} of {} billed minutes ({}%); nothing written; run --reconcile-now --dry-run to inspect, then --reconcile-now --allow-mass-correction",
+        m.lowered,
+        m.orgs,
+        m.removed_minutes,
+        m.billed_minutes,
+        m.removed_percent()
+    );
+}
+
+/// The `WARN calls with an unknown status …` line (one per status).
+pub fn log_unknown_status(run_id: Uuid, status: Option<&str>, calls: i64) {
+    warn!(
+        status = %NullableText(status),
+        calls,
+        %run_id,
+        "calls with a status not in usage.known_statuses are not counted"
+    );
+}
+
+/// The `WARN … counted as 0 …` line naming one organization's bad ledger values.
+pub fn log_bad_values(run_id: Uuid, org_id: Uuid, bad: &BadValues) {
+    warn!(
+        %org_id,
+        null_durations = bad.null_durations,
+        negative_durations = bad.negative_durations,
+        invalid_durations = bad.invalid_durations,
+        invalid_metric_values = bad.invalid_metric_values,
+        %run_id,
+        "completed calls with NULL, negative or unusable duration_minutes counted as 0"
     );
 }
 
@@ -164,7 +214,7 @@ pub fn log_update_failed(run_id: Uuid, org_id: Uuid, error: &str) {
 pub fn log_ledger_mismatch(run_id: Uuid, org: &OrgUsage) {
     warn!(
         org_id = %org.org_id,
-        org_name = org.name.as_str(),
+        org_name = %NullableText(org.name.as_deref()),
         calls_minutes = org.calls_minutes,
         metrics_minutes = org.metrics_minutes,
         %run_id,
@@ -186,6 +236,7 @@ pub fn log_summary(report: &PassReport) {
         refused = report.refused,
         failed = report.failed,
         would_repair = report.would_repair,
+        mass_correction_refused = report.mass_correction.is_some(),
         period_resets = report.period_resets + report.would_reset,
         over_quota = report.over_quota,
         ledger_mismatches = report.ledger_mismatches,
@@ -201,8 +252,8 @@ pub fn log_summary(report: &PassReport) {
 /// One counter correction, for the human report.
 #[derive(Debug, Clone)]
 pub struct Correction {
-    pub org_name: String,
-    pub stored: Option<i32>,
+    pub org_name: Option<String>,
+    pub stored: Option<i64>,
     pub expected: i64,
     pub action: &'static str,
 }
@@ -232,6 +283,13 @@ impl fmt::Display for PassReport {
             "completed calls with negative duration",
             self.negative_durations,
         )?;
+        if self.invalid_durations + self.invalid_metric_values > 0 {
+            row(f, "unusable durations (NaN, infinite, huge)", self.invalid_durations)?;
+            row(f, "unusable usage_metrics values", self.invalid_metric_values)?;
+        }
+        if self.unknown_status_calls > 0 {
+            row(f, "calls with an unknown status (not counted)", self.unknown_status_calls)?;
+        }
         row(f, "took", format!("{} ms", self.duration.as_millis()))?;
         self.fmt_corrections(f)
     }
@@ -260,8 +318,24 @@ impl PassReport {
             row(f, "over max_minutes_monthly", self.over_quota)?;
         }
         if self.refused + self.failed > 0 {
-            row(f, "  refused (out of range)", self.refused)?;
+            row(f, "  refused (does not fit, or not whole minutes)", self.refused)?;
             row(f, "  failed (see ERROR lines)", self.failed)?;
+        }
+        if let Some(m) = &self.mass_correction {
+            let label = if self.dry_run {
+                "MASS CORRECTION: a real pass would refuse"
+            } else {
+                "MASS CORRECTION REFUSED: nothing repaired"
+            };
+            row(
+                f,
+                label,
+                format!(
+                    "{} of {} counters lowered, {} of {} minutes removed; \
+                     --reconcile-now --allow-mass-correction applies it",
+                    m.lowered, m.orgs, m.removed_minutes, m.billed_minutes
+                ),
+            )?;
         }
         row(
             f,
@@ -302,15 +376,13 @@ impl PassReport {
         writeln!(f, "  largest corrections (stored -> expected):")?;
         let mut worst: Vec<&Correction> = self.corrections.iter().collect();
         worst.sort_by_key(|c| {
-            std::cmp::Reverse((c.expected - i64::from(c.stored.unwrap_or(0))).abs())
+            std::cmp::Reverse(c.expected.saturating_sub(c.stored.unwrap_or(0)).unsigned_abs())
         });
         for c in worst.iter().take(10) {
-            let name: String = c
-                .org_name
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(32)
-                .collect();
+            let name: String = match &c.org_name {
+                Some(name) => name.chars().filter(|c| !c.is_control()).take(32).collect(),
+                None => "NULL".to_string(),
+            };
             writeln!(
                 f,
                 "    {name:<32} {:>8} -> {:<8} {}",

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike as _, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::queries::{PassQueries, BAD_DURATIONS};
+use super::queries::PassQueries;
 use crate::config::{Period, Source};
 use crate::db::{DbError, QueryContext};
 
@@ -25,15 +25,19 @@ pub struct Fingerprint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgUsage {
     pub org_id: Uuid,
-    pub name: String,
-    /// `used_minutes`; NULL is always drift.
-    pub stored: Option<i32>,
+    /// `organizations.name`; NULL where the schema allows it.
+    pub name: Option<String>,
+    /// `used_minutes` (any integer type, read as bigint); NULL is always drift.
+    pub stored: Option<i64>,
+    /// The counter holds something that is no whole number of minutes (a fractional column
+    /// with 10.5, NaN, or beyond bigint): always drift, and never written by the pass.
+    pub stored_invalid: bool,
     pub call_count: i64,
     pub calls_minutes: i64,
     pub metric_count: i64,
     pub metrics_minutes: i64,
     /// `max_minutes_monthly` when the period is a calendar month, else `None`.
-    pub quota: Option<i32>,
+    pub quota: Option<i64>,
     /// Set when the counter holds the previous month's total plus this month's: it was never
     /// reset at the month boundary (a period rollover, repaired without a CRITICAL line).
     pub previous_period_minutes: Option<i64>,
@@ -43,7 +47,7 @@ impl OrgUsage {
     /// Over `max_minutes_monthly` by the truth ledger (calendar-month period only).
     pub fn is_over_quota(&self, source: Source) -> bool {
         self.quota
-            .is_some_and(|quota| self.expected(source) > i64::from(quota))
+            .is_some_and(|quota| self.expected(source) > quota)
     }
 
     /// The correction is the month-boundary reset, not a drift.
@@ -82,9 +86,9 @@ impl OrgUsage {
         }
     }
 
-    /// `used_minutes IS DISTINCT FROM expected`.
+    /// `used_minutes IS DISTINCT FROM expected` (or not comparable at all).
     pub fn is_drifted(&self, source: Source) -> bool {
-        self.stored.map(i64::from) != Some(self.expected(source))
+        self.stored_invalid || self.stored != Some(self.expected(source))
     }
 
     /// The two ledgers disagree (reported, never averaged).
@@ -92,9 +96,15 @@ impl OrgUsage {
         self.calls_minutes != self.metrics_minutes
     }
 
-    /// expected − stored, with NULL counted as 0.
+    /// expected − stored, with NULL counted as 0 (saturating: totals are clamped to bigint).
     pub fn delta(&self, source: Source) -> i64 {
-        self.expected(source) - self.stored.map(i64::from).unwrap_or(0)
+        self.expected(source)
+            .saturating_sub(self.stored.unwrap_or(0))
+    }
+
+    /// The repair would lower the counter (the mass-correction guard counts these).
+    pub fn lowers(&self, source: Source) -> bool {
+        self.delta(source) < 0
     }
 }
 
@@ -102,10 +112,15 @@ impl OrgUsage {
 #[derive(Debug, Clone, Default)]
 pub struct UsageScan {
     pub orgs_checked: i64,
+    /// Sum of every counter (NULL and negative as 0): what the customers are billed today.
+    pub billed_minutes: i64,
     /// Minutes of `minutes_transcribed` rows without an organization (ignored).
     pub unowned_metric_minutes: i64,
     /// Organizations that drifted or whose ledgers disagree.
     pub disagreeing: Vec<OrgUsage>,
+    /// Call statuses outside `usage.known_statuses` (`None`: no status at all), with how many
+    /// calls have each. Such calls are not counted.
+    pub unknown_statuses: Vec<(Option<String>, i64)>,
 }
 
 /// First instant of the billing period, `None` for all time.
@@ -164,54 +179,85 @@ pub async fn scan(
     client: &impl GenericClient,
     queries: &PassQueries,
     period_start: Option<DateTime<Utc>>,
+    known_statuses: &[String],
 ) -> Result<UsageScan, DbError> {
     let rows = client
-        .query(queries.drifted_orgs.as_str(), &[&period_start])
+        .query(queries.drifted_orgs.as_str(), &[&period_start, &known_statuses])
         .await
         .context("compare used_minutes with the ledgers")?;
     let mut scan = UsageScan::default();
     for row in rows {
-        if row.get::<_, bool>("is_total") {
-            scan.orgs_checked = row.get("orgs_checked");
-            scan.unowned_metric_minutes = row.get("unowned_metric_minutes");
-        } else {
-            scan.disagreeing.push(OrgUsage {
+        match row.get::<_, &str>("kind") {
+            "total" => {
+                scan.orgs_checked = row.get("orgs_checked");
+                scan.billed_minutes = row.get("billed_minutes");
+                scan.unowned_metric_minutes = row.get("unowned_metric_minutes");
+            }
+            "status" => scan
+                .unknown_statuses
+                .push((row.get("status"), row.get("call_count"))),
+            _ => scan.disagreeing.push(OrgUsage {
                 org_id: row.get("id"),
                 name: row.get("name"),
                 stored: row.get("stored"),
+                stored_invalid: row.get("stored_invalid"),
                 call_count: row.get("call_count"),
                 calls_minutes: row.get("calls_minutes"),
                 metric_count: row.get("metric_count"),
                 metrics_minutes: row.get("metrics_minutes"),
                 quota: row.get("quota"),
                 previous_period_minutes: None,
-            });
+            }),
         }
     }
     Ok(scan)
 }
 
-/// Completed calls with NULL / negative durations (counted as 0) per organization, for the
-/// given (drifted) organizations that have any.
+/// Bad values counted as 0 in one organization's ledgers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BadValues {
+    pub null_durations: i64,
+    pub negative_durations: i64,
+    /// NaN, infinite or beyond bigint.
+    pub invalid_durations: i64,
+    pub invalid_metric_values: i64,
+}
+
+/// Bad durations (counted as 0) and unusable metric values (left out) per organization, for
+/// the given (reported) organizations that have any.
 ///
 /// # Errors
-/// The query failed.
-pub async fn bad_durations(
+/// The queries failed.
+pub async fn bad_values(
     client: &impl GenericClient,
+    queries: &PassQueries,
     orgs: &[Uuid],
     period_start: Option<DateTime<Utc>>,
-) -> Result<Vec<(Uuid, i64, i64)>, DbError> {
+) -> Result<Vec<(Uuid, BadValues)>, DbError> {
     if orgs.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = client
-        .query(BAD_DURATIONS, &[&orgs, &period_start])
+    let mut found: HashMap<Uuid, BadValues> = HashMap::new();
+    for row in client
+        .query(queries.bad_durations.as_str(), &[&orgs, &period_start])
         .await
-        .context("count calls with NULL or negative durations")?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+        .context("count calls with unusable durations")?
+    {
+        let bad = found.entry(row.get(0)).or_default();
+        bad.null_durations = row.get("null_durations");
+        bad.negative_durations = row.get("negative_durations");
+        bad.invalid_durations = row.get("invalid_durations");
+    }
+    for row in client
+        .query(queries.bad_metric_values.as_str(), &[&orgs, &period_start])
+        .await
+        .context("count usage_metrics rows with unusable values")?
+    {
+        found.entry(row.get(0)).or_default().invalid_metric_values = row.get("invalid_values");
+    }
+    let mut found: Vec<(Uuid, BadValues)> = found.into_iter().collect();
+    found.sort_by_key(|(id, _)| *id);
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -219,11 +265,12 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn org(stored: Option<i32>, calls: i64, metrics: i64) -> OrgUsage {
+    fn org(stored: Option<i64>, calls: i64, metrics: i64) -> OrgUsage {
         OrgUsage {
             org_id: Uuid::nil(),
-            name: "x".into(),
+            name: Some("x".into()),
             stored,
+            stored_invalid: false,
             call_count: 3,
             calls_minutes: calls,
             metric_count: 2,

@@ -78,9 +78,9 @@ pub struct RestoredCounter {
     pub org_id: Uuid,
     pub org_name: String,
     /// What the run wrote (and the counter held until now).
-    pub from: Option<i32>,
+    pub from: Option<i64>,
     /// What it held before the run, now back.
-    pub to: Option<i32>,
+    pub to: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,8 +216,9 @@ async fn plan_counters(
         .context("read the run's counter corrections")?
     {
         let org_id: Uuid = row.get("organization_id");
-        let wrote: Option<i32> = row.get("new_used_minutes");
-        let current: Option<i32> = row.get("current");
+        let wrote: Option<i64> = row.get("new_used_minutes");
+        // As text: the counter may be of any integer (or numeric) type.
+        let current: Option<String> = row.get("current");
         let skip = |reason: String| Skipped {
             what: format!("org {org_id}"),
             reason,
@@ -232,7 +233,7 @@ async fn plan_counters(
             report
                 .skipped
                 .push(skip(format!("corrected again by the later run {later}")));
-        } else if current != wrote {
+        } else if current != wrote.map(|w| w.to_string()) {
             report.skipped.push(skip(format!(
                 "used_minutes is now {}, the run wrote {}: changed after the run",
                 OrNull(current),

@@ -9,7 +9,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::values::error_chain;
+use super::values::{error_chain, NULL_TEXT};
 use crate::config::LogFormat;
 
 /// Free-text fields, quoted even when they hold one word, so a grep pattern like
@@ -179,6 +179,7 @@ fn render_text(timestamp: Option<&str>, level: &str, fields: &Collected) -> Stri
     line.push_str(&one_line(&fields.message));
     for (name, value) in &fields.fields {
         let rendered = match value {
+            Value::Display(s) if s == NULL_TEXT => "NULL".to_string(),
             Value::Str(s) | Value::Display(s) if ALWAYS_QUOTED.contains(name) => quoted(s),
             Value::Str(s) | Value::Display(s) if needs_quotes(s) => quoted(s),
             Value::Str(s) | Value::Display(s) => s.clone(),
@@ -207,6 +208,9 @@ fn render_json(
     for (name, value) in &fields.fields {
         let json = match value {
             Value::Str(s) => serde_json::Value::from(s.clone()),
+            Value::Display(s) if s == NULL_TEXT => serde_json::Value::Null,
+            // Free text is text, even when a name happens to look like a number.
+            Value::Display(s) if ALWAYS_QUOTED.contains(name) => serde_json::Value::from(s.clone()),
             Value::Display(s) => typed_display(s),
             Value::Int(i) => i64::try_from(*i)
                 .map(serde_json::Value::from)

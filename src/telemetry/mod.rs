@@ -24,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 pub use self::budget::LineBudget;
 use self::format::LineFormat;
 pub(crate) use self::values::critical;
-pub use self::values::{error_chain, millis, OrNull};
+pub use self::values::{error_chain, millis, NullableText, OrNull};
 use crate::config::LogFormat;
 
 /// Install the global subscriber. `filter` is a tracing filter (`log.level`); `RUST_LOG`, when

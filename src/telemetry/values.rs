@@ -25,6 +25,21 @@ impl<T: fmt::Display> fmt::Display for OrNull<T> {
     }
 }
 
+/// What [`NullableText`] displays for NULL. PostgreSQL text cannot hold a NUL character, so no
+/// real value can look like this; the log formatter turns it into a bare `NULL` (JSON `null`).
+pub const NULL_TEXT: &str = "\u{0}NULL";
+
+/// Free text from the database that may be NULL (an organization without a name), for
+/// `%`-fields of the log: a name is always quoted, a NULL is a bare `NULL`, so no name can pass
+/// for a NULL.
+pub struct NullableText<'a>(pub Option<&'a str>);
+
+impl fmt::Display for NullableText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.unwrap_or(NULL_TEXT))
+    }
+}
+
 /// A duration as a `…_ms` log field: whole milliseconds, saturating.
 pub fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

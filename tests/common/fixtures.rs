@@ -64,12 +64,12 @@ impl TestDb {
     /// V3); returns a URL connecting as it.
     pub async fn reconciler_login(&self) -> String {
         let login = format!("{}_login", self.name);
+        let password = uuid::Uuid::new_v4().simple().to_string();
         self.exec(&format!(
-            "CREATE ROLE {login} LOGIN IN ROLE synqall_reconciler"
+            "CREATE ROLE {login} LOGIN PASSWORD '{password}' IN ROLE synqall_reconciler"
         ))
         .await;
-        self.url
-            .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1)
+        cluster().url_as(&login, &password, &self.name)
     }
 
     pub async fn exec(&self, sql: &str) {

@@ -18,10 +18,11 @@ use uuid::Uuid;
 
 use super::control::PassControl;
 use super::journal::{self, RunStatus};
-use super::outcome::{PassOptions, PassOutcome};
+use super::outcome::{PassError, PassOptions, PassOutcome};
 use super::queries::PassQueries;
 use super::report::{self, PassReport};
 use super::usage;
+use super::visibility;
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
 use crate::db::{migrations, schema, Database, DbError};
@@ -66,10 +67,11 @@ impl<'a> Pass<'a> {
     }
 
     /// Steps 2–6, after the lock.
-    pub async fn run(&mut self, db: &Database) -> Result<(), DbError> {
+    pub async fn run(&mut self, db: &Database) -> Result<(), PassError> {
         let mut client = db.client().await?;
         let queries = self.prepare(&client).await?;
         self.open_run(&client).await?;
+        self.see_before_write(&client).await?;
         self.control.progress.bump();
         let orphans_started = Instant::now();
         self.orphaned_calls(&client, &queries).await?;
@@ -86,7 +88,8 @@ impl<'a> Pass<'a> {
             .classify_drift(&client, &queries, scan, period_start)
             .await?;
         self.repair(&mut client, &queries, &drifted, period_start)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// The one exit of a pass: close the run row (as `ok` or `cancelled`, or as `failed` with
@@ -95,9 +98,9 @@ impl<'a> Pass<'a> {
     pub async fn finish(
         self,
         db: &Database,
-        result: Result<(), DbError>,
+        result: Result<(), PassError>,
         started: Instant,
-    ) -> Result<PassOutcome, DbError> {
+    ) -> Result<PassOutcome, PassError> {
         let Self {
             run_open,
             mut report,
@@ -105,14 +108,9 @@ impl<'a> Pass<'a> {
         } = self;
         report.duration = started.elapsed();
         let result = match result {
-            Ok(()) if run_open => {
-                let status = if report.cancelled {
-                    RunStatus::Cancelled
-                } else {
-                    RunStatus::Ok
-                };
-                close_run(db, &report, status, None).await
-            }
+            Ok(()) if run_open => close_run(db, &report, RunStatus::of(&report), None)
+                .await
+                .map_err(PassError::from),
             other => other,
         };
         match result {
@@ -155,6 +153,26 @@ impl<'a> Pass<'a> {
             "reconcile pass started"
         );
         Ok(())
+    }
+
+    /// Step 2: the login sees every row it reasons about and may write what it writes, or the
+    /// pass refuses before writing anything (docs/design.md, "See before you write").
+    async fn see_before_write(&self, client: &Client) -> Result<(), PassError> {
+        let blind = visibility::check(&***client, self.settings.usage.source).await?;
+        if blind.is_empty() {
+            return Ok(());
+        }
+        for b in &blind {
+            tracing::error!(
+                table = b.table.as_str(),
+                role = b.role.as_str(),
+                problem = b.what.as_str(),
+                fix = b.fix.as_str(),
+                run_id = %self.report.run_id,
+                "refusing to write: the login cannot see what the pass reasons about"
+            );
+        }
+        Err(PassError::Blind(blind))
     }
 
     /// Shutdown asked the pass to stop: checked only at safe points (between batches).

@@ -17,7 +17,8 @@ use crate::reconcile::usage::OrgUsage;
 use crate::telemetry::{self, error_chain, LineBudget};
 
 impl Pass<'_> {
-    /// Step 5: settle, then confirm and repair batch by batch (a dry run only reports).
+    /// Step 5: settle, then confirm and repair batch by batch. A dry run only reports, and a
+    /// mass correction waits for a person.
     pub(super) async fn repair(
         &mut self,
         client: &mut Client,
@@ -30,10 +31,13 @@ impl Pass<'_> {
         let mut budgets = RepairBudgets {
             critical: self.budget("used_minutes drift"),
             resets: self.budget("period reset"),
+            errors: self.budget("Failed to update organization"),
         };
-        if self.options.dry_run {
-            for org in drifted {
-                self.record(&mut budgets, org, &RepairAction::WouldRepair);
+        if self.options.dry_run || self.hold_mass_correction(drifted, &mut budgets) {
+            if self.options.dry_run {
+                for org in drifted {
+                    self.record(&mut budgets, org, &RepairAction::WouldRepair);
+                }
             }
             budgets.finish(run_id);
             return Ok(());
@@ -57,12 +61,53 @@ impl Pass<'_> {
             period_start,
         };
         let repair_started = Instant::now();
+        crate::fault::hit("repair");
         let result = self
             .repair_batches(client, &ctx, drifted, &mut budgets)
             .await;
         budgets.finish(run_id);
         self.report.repair_ms = telemetry::millis(repair_started.elapsed());
         result
+    }
+
+    /// The guard found a mass correction: without `--allow-mass-correction` nothing is written
+    /// and every drift is reported as held (true). A dry run says what a real pass would do.
+    fn hold_mass_correction(&mut self, drifted: &[OrgUsage], budgets: &mut RepairBudgets) -> bool {
+        let Some(mass) = self.report.mass_correction else {
+            return false;
+        };
+        let run_id = self.report.run_id;
+        if self.options.dry_run {
+            warn!(
+                lowered = mass.lowered,
+                removed_minutes = mass.removed_minutes,
+                %run_id,
+                "mass correction: a pass without --allow-mass-correction would refuse to write"
+            );
+            return false;
+        }
+        if self.options.allow_mass_correction {
+            warn!(
+                lowered = mass.lowered,
+                removed_minutes = mass.removed_minutes,
+                %run_id,
+                "mass correction allowed by --allow-mass-correction"
+            );
+            self.report.mass_correction = None;
+            return false;
+        }
+        report::log_mass_correction(run_id, &mass);
+        let held = RepairAction::Refused {
+            reason: "held: mass correction refused, see the mass correction line".into(),
+        };
+        let source = self.settings.usage.source;
+        for org in drifted {
+            self.report.would_repair += 1;
+            if budgets.critical.allow() {
+                report::log_drift(run_id, org, source, &held);
+            }
+        }
+        true
     }
 
     /// Step 5: wait out the settle time in short slices (progress stays visible); false if
@@ -83,8 +128,8 @@ impl Pass<'_> {
     }
 
     /// Step 5: one transaction per batch, the lock re-checked before each. A batch whose
-    /// statement fails is rolled back whole and reported per organization; the next batch
-    /// still runs unless the connection itself is gone.
+    /// statement fails is rolled back whole and retried organization by organization, so one
+    /// bad row affects only itself; a lost connection stops the pass.
     async fn repair_batches(
         &mut self,
         client: &mut Client,
@@ -114,30 +159,65 @@ impl Pass<'_> {
             let result = repair::repair_batch(client, ctx, batch).await;
             self.control.progress.bump();
             match result {
-                Ok(actions) => {
-                    for (org_id, action) in actions {
-                        let org = batch
-                            .iter()
-                            .find(|o| o.org_id == org_id)
-                            .expect("actions are for the batch's organizations");
-                        self.record(budgets, org, &action);
+                Ok(actions) => self.record_all(budgets, batch, actions),
+                Err(e) if e.is_connection_loss() => return Err(e),
+                Err(_) if batch.len() > 1 => {
+                    for org in batch {
+                        self.repair_alone(client, ctx, org, budgets).await?;
                     }
                 }
-                Err(e) if e.is_connection_loss() => return Err(e),
                 Err(e) => {
-                    let message = error_chain(&e);
-                    for org in batch {
-                        self.report.failed += 1;
-                        report::log_update_failed(run_id, org.org_id, &message);
-                    }
+                    let failed = RepairAction::Failed {
+                        reason: error_chain(&e),
+                    };
+                    self.record(budgets, batch[0], &failed);
                 }
             }
         }
         Ok(())
     }
 
-    /// Count an action and log its line (within the budgets): CRITICAL for a drift, INFO for
-    /// a period reset.
+    /// One organization in a transaction of its own, after its batch failed.
+    async fn repair_alone(
+        &mut self,
+        client: &mut Client,
+        ctx: &RepairContext<'_>,
+        org: &OrgUsage,
+        budgets: &mut RepairBudgets,
+    ) -> Result<(), DbError> {
+        self.lock.ensure_held().await?;
+        let result = repair::repair_batch(client, ctx, &[org]).await;
+        self.control.progress.bump();
+        match result {
+            Ok(actions) => self.record_all(budgets, &[org], actions),
+            Err(e) if e.is_connection_loss() => return Err(e),
+            Err(e) => {
+                let failed = RepairAction::Failed {
+                    reason: error_chain(&e),
+                };
+                self.record(budgets, org, &failed);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_all(
+        &mut self,
+        budgets: &mut RepairBudgets,
+        batch: &[&OrgUsage],
+        actions: Vec<(Uuid, RepairAction)>,
+    ) {
+        for (org_id, action) in actions {
+            let org = batch
+                .iter()
+                .find(|o| o.org_id == org_id)
+                .expect("actions are for the batch's organizations");
+            self.record(budgets, org, &action);
+        }
+    }
+
+    /// Count an action and log its lines (within the budgets): CRITICAL for a drift (with the
+    /// ERROR line where a write failed or was refused), INFO for a period reset.
     fn record(&mut self, budgets: &mut RepairBudgets, org: &OrgUsage, action: &RepairAction) {
         let (run_id, source) = (self.report.run_id, self.settings.usage.source);
         let reset = org.is_period_reset();
@@ -156,9 +236,15 @@ impl Pass<'_> {
                     );
                 }
             }
-            RepairAction::Refused { reason } => {
-                self.report.refused += 1;
-                report::log_update_failed(run_id, org.org_id, reason);
+            RepairAction::Refused { reason } | RepairAction::Failed { reason } => {
+                if matches!(action, RepairAction::Failed { .. }) {
+                    self.report.failed += 1;
+                } else {
+                    self.report.refused += 1;
+                }
+                if budgets.errors.allow() {
+                    report::log_update_failed(run_id, org.org_id, reason);
+                }
             }
         }
         self.report.corrections.push(Correction {
@@ -181,15 +267,18 @@ impl Pass<'_> {
     }
 }
 
-/// Line caps for the repair step: CRITICAL drift lines and INFO period-reset lines.
+/// Line caps for the repair step: CRITICAL drift lines, INFO period-reset lines and ERROR
+/// lines for failed or refused writes.
 struct RepairBudgets {
     critical: LineBudget,
     resets: LineBudget,
+    errors: LineBudget,
 }
 
 impl RepairBudgets {
-    pub(super) fn finish(&self, run_id: Uuid) {
+    fn finish(&self, run_id: Uuid) {
         self.critical.finish(run_id, true);
         self.resets.finish(run_id, false);
+        self.errors.finish(run_id, false);
     }
 }

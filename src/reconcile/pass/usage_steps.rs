@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{Client, Pass, PROGRESS_EVERY};
 use crate::db::{DbError, QueryContext};
+use crate::reconcile::guard;
 use crate::reconcile::queries::{self, PassQueries};
 use crate::reconcile::report;
 use crate::reconcile::usage::{self, OrgUsage, UsageScan};
@@ -26,7 +27,8 @@ impl Pass<'_> {
     ) -> Result<UsageScan, DbError> {
         let run_id = self.report.run_id;
         let scan_started = Instant::now();
-        let scan = usage::scan(&***client, queries, period_start);
+        let known = &self.settings.usage.known_statuses;
+        let scan = usage::scan(&***client, queries, period_start, known);
         tokio::pin!(scan);
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
@@ -46,11 +48,19 @@ impl Pass<'_> {
         Ok(scan)
     }
 
-    /// Step 6 (reports that are not corrections): unowned usage rows, ledger mismatches,
-    /// organizations over their quota.
+    /// Step 6 (reports that are not corrections): unknown call statuses, unowned usage rows,
+    /// ledger mismatches, organizations over their quota.
     pub(super) fn report_disagreements(&mut self, scan: &UsageScan) {
         let run_id = self.report.run_id;
         let source = self.settings.usage.source;
+        let mut status_budget = self.budget("unknown call status");
+        for (status, calls) in &scan.unknown_statuses {
+            self.report.unknown_status_calls += calls;
+            if status_budget.allow() {
+                report::log_unknown_status(run_id, status.as_deref(), *calls);
+            }
+        }
+        status_budget.finish(run_id, false);
         if scan.unowned_metric_minutes > 0 {
             warn!(
                 minutes = scan.unowned_metric_minutes,
@@ -97,8 +107,15 @@ impl Pass<'_> {
         }
         let real_drift: Vec<&OrgUsage> = drifted.iter().filter(|o| !o.is_period_reset()).collect();
         self.report.drifted = real_drift.len() as u64;
-        self.report_bad_durations(client, &real_drift, period_start)
+        self.report_bad_values(client, queries, &real_drift, period_start)
             .await?;
+        self.report.mass_correction = guard::evaluate(
+            &drifted,
+            source,
+            scan.orgs_checked,
+            scan.billed_minutes,
+            &self.settings.guard,
+        );
         Ok(drifted)
     }
 
@@ -134,7 +151,7 @@ impl Pass<'_> {
             usage::previous_period_totals(&***client, queries, &ids, period_start).await?;
         for org in drifted.iter_mut() {
             if let Some(&minutes) = previous.get(&org.org_id) {
-                let never_reset = org.stored.map(i64::from) == Some(minutes + org.expected(source));
+                let never_reset = org.stored == Some(minutes.saturating_add(org.expected(source)));
                 if minutes > 0 && never_reset {
                     org.previous_period_minutes = Some(minutes);
                 }
@@ -143,29 +160,25 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Name the bad durations (counted as 0) of drifted organizations: where bad data can
-    /// explain a drift, the operator should see it next to the CRITICAL line.
-    async fn report_bad_durations(
+    /// Name the bad values (durations counted as 0, metric values left out) of drifted
+    /// organizations: where bad data can explain a drift, the operator should see it next to
+    /// the CRITICAL line.
+    async fn report_bad_values(
         &mut self,
         client: &Client,
+        queries: &PassQueries,
         drifted: &[&OrgUsage],
         period_start: Option<DateTime<Utc>>,
     ) -> Result<(), DbError> {
         let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
         let mut budget = self.budget("bad durations");
-        for (org_id, nulls, negatives) in
-            usage::bad_durations(&***client, &ids, period_start).await?
-        {
-            self.report.null_durations += nulls;
-            self.report.negative_durations += negatives;
+        for (org_id, bad) in usage::bad_values(&***client, queries, &ids, period_start).await? {
+            self.report.null_durations += bad.null_durations;
+            self.report.negative_durations += bad.negative_durations;
+            self.report.invalid_durations += bad.invalid_durations;
+            self.report.invalid_metric_values += bad.invalid_metric_values;
             if budget.allow() {
-                warn!(
-                    %org_id,
-                    null_durations = nulls,
-                    negative_durations = negatives,
-                    run_id = %self.report.run_id,
-                    "completed calls with NULL or negative duration_minutes counted as 0"
-                );
+                report::log_bad_values(self.report.run_id, org_id, &bad);
             }
         }
         budget.finish(self.report.run_id, false);

@@ -1,12 +1,12 @@
 -- Write confirmed repairs and their journal rows in one statement (one transaction).
 -- The counter is compared-and-set against the value read under the row lock, so a repair can
 -- only ever replace the exact value it was computed from.
--- $1 uuid[] org ids, $2 int[] old values (NULL allowed), $3 int[] new values,
+-- $1 uuid[] org ids, $2 bigint[] old values (NULL allowed), $3 bigint[] new values,
 -- $4 bigint[] calls ledger totals, $5 bigint[] metrics ledger totals,
 -- $6 uuid run id, $7 text period, $8 timestamptz period start (NULL for all_time),
 -- $9 text[] reasons ('drift', or 'period_rollover' for a counter not reset at the month boundary)
 WITH wanted AS (
-  SELECT * FROM unnest($1::uuid[], $2::integer[], $3::integer[], $4::bigint[], $5::bigint[],
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                        $9::text[])
            AS w(org_id, old_value, new_value, calls_minutes, metrics_minutes, reason)
 ),

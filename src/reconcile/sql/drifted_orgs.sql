@@ -1,27 +1,38 @@
 -- Every organization whose stored counter disagrees with its truth ledger, or whose two ledgers
--- disagree, plus one totals row (is_total = true: orgs_checked, unowned_metric_minutes). Computed in one
--- statement inside the database: the client receives rows in proportion to drift, not to the
--- number of organizations.
+-- disagree, or that is over its quota (kind = 'org'); every call status the configuration does
+-- not know, with how many calls have it (kind = 'status'); and one totals row (kind = 'total':
+-- orgs_checked, billed_minutes, unowned_metric_minutes). Computed in one statement inside the
+-- database: the client receives rows in proportion to disagreement, not to the number of
+-- organizations, and the calls table is read once.
 --
 -- Template, filled in by queries.rs:
---   {call_total}      per-org total of c.duration_minutes: NULL and negative durations count 0,
---                     numeric ones are rounded per call
---   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total)
+--   {stored}          used_minutes as bigint; NULL when NULL, or when a fractional counter
+--                     holds no whole number of minutes ({stored_invalid} then says so)
+--   {stored_invalid}  true for a counter value that cannot be compared (10.5, NaN, huge)
+--   {call_total}      per-org total of c.duration_minutes: NULL, negative, NaN, infinite and
+--                     beyond-bigint durations count 0, numeric ones are rounded per call
+--   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total,
+--                     NaN, infinite and beyond-bigint values left out)
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
---   {call_count}, {metric_count}  count(*) for the truth ledger (its fingerprint), 0 for the
---                     other: every aggregate costs per row, and only the truth's count is used
---   {quota}           o.max_minutes_monthly with usage.period = calendar_month (and the column
---                     present), else NULL::integer: over-quota organizations are returned too
+--   {call_count}      count(*): the calls ledger's fingerprint, and the count of calls of an
+--                     unknown status
+--   {metric_count}    count(*) with usage.source = usage_metrics (its fingerprint), else 0:
+--                     every aggregate costs per row
+--   {quota}           o.max_minutes_monthly::bigint with usage.period = calendar_month (and an
+--                     integer column present), else NULL::bigint: over-quota organizations are
+--                     returned too
 -- $1 timestamptz: start of the billing period (NULL for all_time)
+-- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
+--    none, are not counted and are named by a 'status' row
 WITH call_totals AS (
   SELECT c.organization_id,
+         c.status,
          {call_count} AS call_count,
          {call_total} AS call_minutes
     FROM public.calls c
-   WHERE c.status = 'completed'
-     AND c.organization_id IS NOT NULL
+   WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
-   GROUP BY c.organization_id
+   GROUP BY c.organization_id, c.status
 ),
 -- Includes the NULL-organization group: those rows are counted in the totals row, never
 -- attributed to anyone.
@@ -37,23 +48,34 @@ metric_totals AS (
 compared AS (
   SELECT o.id,
          o.name,
-         o.used_minutes AS stored,
+         {stored} AS stored,
+         {stored_invalid} AS stored_invalid,
          COALESCE(ct.call_count, 0) AS call_count,
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
          COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
          {quota} AS quota
     FROM public.organizations o
-    LEFT JOIN call_totals ct ON ct.organization_id = o.id
+    LEFT JOIN call_totals ct ON ct.organization_id = o.id AND ct.status = 'completed'
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
 )
-SELECT false AS is_total, id, name, stored, call_count, calls_minutes, metric_count,
-       metrics_minutes, quota, NULL::bigint AS orgs_checked, 0::bigint AS unowned_metric_minutes
+SELECT 'org' AS kind, id, name, stored, stored_invalid, call_count, calls_minutes,
+       metric_count, metrics_minutes, quota, NULL::text AS status, NULL::bigint AS orgs_checked,
+       NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
+    OR stored_invalid
     OR calls_minutes <> metrics_minutes
     OR {expected} > quota
 UNION ALL
-SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
+SELECT 'status', NULL, NULL, NULL, NULL, sum(count_of_status)::bigint, NULL, NULL, NULL, NULL,
+       status, NULL, NULL, NULL
+  FROM (SELECT ct.status, ct.call_count AS count_of_status
+          FROM call_totals ct
+         WHERE ct.status IS DISTINCT FROM 'completed') s
+ GROUP BY status
+UNION ALL
+SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
+       LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0)
   FROM compared

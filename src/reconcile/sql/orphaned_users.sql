@@ -1,6 +1,8 @@
 -- Users who belong to no organization (the seed's "orphaned users" check). Counted and
--- reported only. Fails with undefined_table/insufficient_privilege where auth.users is absent
--- or unreadable; the pass then skips this check.
+-- reported only. Read through reconciler.auth_user_ids (V5), a view owned by the migrating
+-- role, so the login needs no USAGE on schema auth. Fails with undefined_table where the view
+-- could not be created (auth.users absent or unreadable at migrate time); the pass then skips
+-- this check.
 SELECT count(*)
-  FROM auth.users u
+  FROM reconciler.auth_user_ids u
  WHERE NOT EXISTS (SELECT 1 FROM public.user_organizations uo WHERE uo.user_id = u.id)

@@ -2,7 +2,7 @@
 -- restoring it. Read under the row locks of lock_orgs.sql. $1 uuid: the reverted run
 SELECT a.id, a.organization_id, o.name, a.old_used_minutes, a.new_used_minutes,
        o.id IS NOT NULL AS org_exists,
-       o.used_minutes AS current,
+       o.used_minutes::text AS current,
        (SELECT r.run_id FROM reconciler.adjustments r
          WHERE r.reverts_adjustment_id = a.id) AS reverted_by,
        -- A later correction of the same counter that still stands (not itself a revert, and

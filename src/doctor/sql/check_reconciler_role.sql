@@ -1,0 +1,5 @@
+-- Whether doctor should also judge what the role synqall_reconciler sees: it exists and the
+-- current role is not acting as it (doctor run as the owner, say).
+SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'synqall_reconciler')
+            THEN NOT pg_catalog.pg_has_role(current_user, 'synqall_reconciler', 'USAGE')
+            ELSE false END AS check_role
