@@ -448,6 +448,7 @@ fn main() {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
+        ..ClusterOptions::default()
     };
     let started = Instant::now();
     let cluster = LocalCluster::start_with(options).expect("start the benchmark cluster");

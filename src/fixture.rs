@@ -10,7 +10,18 @@ use crate::local_pg::{ClusterOptions, LocalCluster, LocalPgError};
 /// Supabase's API roles (cluster-wide, idempotent).
 pub const SUPABASE_ROLES_SQL: &str = include_str!("../sql/fixture/supabase_roles.sql");
 /// The Supabase stand-in: auth schema, the four application tables, RLS, default grants.
-pub const SUPABASE_STANDIN_SQL: &str = include_str!("../sql/fixture/supabase_standin.sql");
+pub const SUPABASE_STANDIN_SQL: &str = concat!(
+    include_str!("../sql/fixture/supabase_auth.sql"),
+    include_str!("../sql/fixture/supabase_app.sql")
+);
+/// The application part of the stand-in alone (run as the application's owner).
+pub const SUPABASE_APP_SQL: &str = include_str!("../sql/fixture/supabase_app.sql");
+/// A Supabase project's roles, with `postgres` no superuser (run as `supabase_admin`).
+pub const SUPABASE_PLATFORM_ROLES_SQL: &str =
+    include_str!("../sql/fixture/supabase_platform_roles.sql");
+/// A Supabase project's auth schema, owned by `supabase_admin` (run as `supabase_admin`).
+pub const SUPABASE_PLATFORM_AUTH_SQL: &str =
+    include_str!("../sql/fixture/supabase_platform_auth.sql");
 /// The incident's one-off fix, verbatim: the production state before the first `migrate`.
 pub const SEED_FIX_SQL: &str = include_str!("../sql/fixture/seed_fix.sql");
 /// Sample data with planted drift and orphans.
@@ -71,4 +82,26 @@ pub async fn standin_cluster(
     let cluster = tokio::task::spawn_blocking(move || LocalCluster::start_with(options)).await??;
     let url = create_standin_database(&cluster, name).await?;
     Ok((cluster, url))
+}
+
+/// A database laid out as a Supabase project's (on a cluster whose bootstrap superuser is
+/// `supabase_admin`): `postgres` a non-superuser that owns the database and the application
+/// tables, the auth schema owned by `supabase_admin`. Returns the URL as `postgres` (password
+/// `postgres_password`).
+///
+/// # Errors
+/// Connection or statement failure.
+pub async fn create_supabase_like_database(
+    cluster: &LocalCluster,
+    name: &str,
+    postgres_password: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let admin = cluster.url("postgres");
+    let roles = SUPABASE_PLATFORM_ROLES_SQL.replace("$POSTGRES_PASSWORD$", postgres_password);
+    execute_sql(&admin, &roles).await?;
+    execute_sql(&admin, &format!("CREATE DATABASE {name} OWNER postgres")).await?;
+    execute_sql(&cluster.url(name), SUPABASE_PLATFORM_AUTH_SQL).await?;
+    let owner = cluster.url_as("postgres", postgres_password, name);
+    execute_sql(&owner, SUPABASE_APP_SQL).await?;
+    Ok(owner)
 }

@@ -177,3 +177,165 @@ async fn a_row_locked_by_a_long_transaction_is_skipped_with_a_warning_and_the_re
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(db.used_minutes(locked).await, Some(8));
 }
+
+#[tokio::test]
+async fn counters_of_any_integer_type_and_null_names_never_panic() {
+    for counter_type in ["bigint", "smallint", "numeric"] {
+        let db = TestDb::migrated().await;
+        db.exec(&format!(
+            "ALTER TABLE public.organizations ALTER COLUMN used_minutes TYPE {counter_type};
+             ALTER TABLE public.organizations ALTER COLUMN name DROP NOT NULL;"
+        ))
+        .await;
+        let user = db.user().await;
+        let nameless = db.org("placeholder", Some(1)).await;
+        db.exec(&format!(
+            "UPDATE public.organizations SET name = NULL WHERE id = '{nameless}'"
+        ))
+        .await;
+        db.call(user, Some(nameless), "completed", Some(25), 1)
+            .await;
+        let named = db.org("Named", Some(0)).await;
+        db.call(user, Some(named), "completed", Some(7), 1).await;
+
+        let out = db.run(&["--reconcile-now"], &[]).await;
+        assert_eq!(out.code(), 0, "{counter_type}: {}", out.stderr);
+        let line = out.grep(&format!("org_id={nameless}"));
+        assert!(
+            line.iter()
+                .any(|l| l.contains("CRITICAL used_minutes drift") && l.contains(" org_name=NULL ")),
+            "{counter_type}: {}",
+            out.stderr
+        );
+        let counters: Vec<String> = db
+            .client
+            .query(
+                "SELECT o.used_minutes::text FROM public.organizations o ORDER BY o.used_minutes",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(counters, ["7", "25"], "{counter_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_bigint_counter_beyond_integer_is_repaired_and_a_smallint_one_refused() {
+    let db = TestDb::migrated().await;
+    db.exec(
+        "ALTER TABLE public.organizations ALTER COLUMN used_minutes TYPE bigint;
+         ALTER TABLE public.calls ALTER COLUMN duration_minutes TYPE bigint;",
+    )
+    .await;
+    let user = db.user().await;
+    let big = db.org("Big", Some(0)).await;
+    db.exec(&format!(
+        "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+         VALUES ('{user}', '{big}', 'completed', 5000000000)"
+    ))
+    .await;
+    let out = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let stored: i64 = db
+        .scalar(&format!(
+            "SELECT used_minutes FROM public.organizations WHERE id = '{big}'"
+        ))
+        .await;
+    assert_eq!(stored, 5_000_000_000);
+
+    let small = TestDb::migrated().await;
+    small
+        .exec("ALTER TABLE public.organizations ALTER COLUMN used_minutes TYPE smallint")
+        .await;
+    let user = small.user().await;
+    let org = small.org("Small", Some(0)).await;
+    small
+        .call(user, Some(org), "completed", Some(40_000), 1)
+        .await;
+    let out = small.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.grep("ERROR Failed to update organization")
+            .iter()
+            .any(|l| l.contains("does not fit used_minutes (smallint)")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn nan_infinite_and_huge_values_count_zero_are_named_and_fail_nobody_else() {
+    let db = TestDb::migrated().await;
+    db.exec(
+        "ALTER TABLE public.calls ALTER COLUMN duration_minutes TYPE numeric;
+         ALTER TABLE public.organizations ALTER COLUMN used_minutes TYPE numeric;",
+    )
+    .await;
+    let user = db.user().await;
+    let poisoned = db.org("Poisoned", Some(0)).await;
+    let healthy = db.org("Healthy", Some(0)).await;
+    let fraction = db.org("Fraction", None).await;
+    db.exec(&format!(
+        "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes) VALUES
+           ('{user}', '{poisoned}', 'completed', 'NaN'),
+           ('{user}', '{poisoned}', 'completed', 'Infinity'),
+           ('{user}', '{poisoned}', 'completed', '-Infinity'),
+           ('{user}', '{poisoned}', 'completed', 1e20),
+           ('{user}', '{poisoned}', 'completed', 4),
+           ('{user}', '{healthy}', 'completed', 6),
+           ('{user}', '{fraction}', 'completed', 3);
+         INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value) VALUES
+           ('{poisoned}', 'minutes_transcribed', 'NaN'),
+           ('{healthy}', 'minutes_transcribed', 'Infinity'),
+           ('{healthy}', 'minutes_transcribed', 6);
+         UPDATE public.organizations SET used_minutes = 10.5 WHERE id = '{fraction}';"
+    ))
+    .await;
+    for source in ["calls", "usage_metrics"] {
+        let out = db
+            .run(
+                &["--reconcile-now", "--dry-run"],
+                &[("SYNQALL_RECONCILER__USAGE__SOURCE", source)],
+            )
+            .await;
+        assert_eq!(out.code(), 2, "{source}: {}", out.stderr);
+        assert!(out.grep("panicked").is_empty(), "{}", out.stderr);
+    }
+    let out = db.run(&["--reconcile-now"], &[]).await;
+    // The fraction cannot be compared-and-set: refused, reported; the rest repaired.
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert_eq!(db.used_minutes_text(poisoned).await.as_deref(), Some("4"));
+    assert_eq!(db.used_minutes_text(healthy).await.as_deref(), Some("6"));
+    assert_eq!(
+        db.used_minutes_text(fraction).await.as_deref(),
+        Some("10.5")
+    );
+    let bad = out.grep(&format!("counted as 0 org_id={poisoned}"));
+    assert_eq!(bad.len(), 1, "{}", out.stderr);
+    assert!(
+        bad[0].contains("invalid_durations=3") && bad[0].contains("negative_durations=1"),
+        "{}",
+        bad[0]
+    );
+    assert!(bad[0].contains("invalid_metric_values=1"), "{}", bad[0]);
+    assert!(
+        out.grep(&format!("org_id={fraction}"))
+            .iter()
+            .any(|l| l.contains("action=refused") && l.contains("no whole number")),
+        "{}",
+        out.stderr
+    );
+    let doctor = db.run(&["doctor"], &[]).await;
+    let durations = doctor
+        .stdout
+        .lines()
+        .find(|l| l.contains("call durations"))
+        .unwrap_or_else(|| panic!("{}", doctor.stdout));
+    assert!(
+        durations.contains("3 not a usable number") && durations.contains("2 minutes_transcribed"),
+        "{durations}"
+    );
+}

@@ -410,34 +410,6 @@ async fn daemon_runs_a_full_pass_as_the_least_privilege_role_which_can_write_not
     }
 }
 
-/// `GET path` over plain HTTP/1.1; returns the status line and the body.
-async fn http_get(addr: &str, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// The value of an exposition line `name value`.
-fn sample(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_endpoint_reports_passes_drift_and_last_success() {
     let db = TestDb::migrated().await;
@@ -459,40 +431,40 @@ async fn metrics_endpoint_reports_passes_drift_and_last_success() {
     daemon.wait_for("metrics endpoint listening", 1, 10).await;
     daemon.wait_for("reconcile pass finished", 2, 15).await;
 
-    let (status, body) = http_get(&addr, "/metrics").await;
+    let (status, body) = common::http_get(&addr, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     assert!(
-        sample(&body, "synqall_reconciler_passes_total{outcome=\"ok\"}") >= 2.0,
+        common::sample(&body, "synqall_reconciler_passes_total{outcome=\"ok\"}") >= 2.0,
         "{body}"
     );
     assert_eq!(
-        sample(&body, "synqall_reconciler_passes_total{outcome=\"failed\"}"),
+        common::sample(&body, "synqall_reconciler_passes_total{outcome=\"failed\"}"),
         0.0
     );
     assert_eq!(
-        sample(&body, "synqall_reconciler_drift_found_total"),
+        common::sample(&body, "synqall_reconciler_drift_found_total"),
         2.0,
         "{body}"
     );
     assert_eq!(
-        sample(&body, "synqall_reconciler_drift_repaired_total"),
+        common::sample(&body, "synqall_reconciler_drift_repaired_total"),
         2.0,
         "{body}"
     );
-    let last_success = sample(&body, "synqall_reconciler_last_success_timestamp_seconds");
+    let last_success = common::sample(&body, "synqall_reconciler_last_success_timestamp_seconds");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     assert!((now - last_success).abs() < 30.0, "{last_success} vs {now}");
-    assert!(sample(&body, "synqall_reconciler_last_pass_duration_seconds") >= 0.0);
+    assert!(common::sample(&body, "synqall_reconciler_last_pass_duration_seconds") >= 0.0);
     assert!(!body.contains(secret), "no secret in metrics: {body}");
     assert!(
         !body.contains(&db.name),
         "no database name in metrics: {body}"
     );
 
-    let (not_found, _) = http_get(&addr, "/").await;
+    let (not_found, _) = common::http_get(&addr, "/").await;
     assert_eq!(not_found, "HTTP/1.1 404 Not Found");
 
     daemon.signal(libc::SIGTERM);

@@ -305,3 +305,132 @@ async fn a_check_that_cannot_run_says_why_not_just_db_error() {
         assert!(!output.contains("db error"), "{output}");
     }
 }
+
+/// The doctor line of check `name`.
+fn check_line(out: &Run, name: &str) -> String {
+    out.stdout
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(name)))
+        .unwrap_or_else(|| panic!("no {name} check:\n{}", out.stdout))
+        .to_string()
+}
+
+#[tokio::test]
+async fn whoever_may_write_the_ledgers_is_named_anon_fails_authenticated_warns() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    let out = db.run(&["doctor"], &[]).await;
+    assert!(
+        check_line(&out, "ledger writers").starts_with("OK"),
+        "{}",
+        out.stdout
+    );
+
+    // The app lets members insert calls only into their own organizations: still OK.
+    db.exec(
+        "CREATE POLICY members_insert_calls ON public.calls FOR INSERT TO authenticated
+           WITH CHECK (organization_id IN (SELECT uo.organization_id FROM public.user_organizations uo
+                                            WHERE uo.user_id = auth.uid()));",
+    )
+    .await;
+    let out = db.run(&["doctor"], &[]).await;
+    assert!(
+        check_line(&out, "ledger writers").starts_with("OK"),
+        "{}",
+        out.stdout
+    );
+
+    // Any organization_id at all: a member can bill someone else.
+    db.exec(
+        "CREATE POLICY own_calls_update ON public.calls FOR UPDATE TO authenticated
+           USING (user_id = auth.uid()) WITH CHECK (user_id = auth.uid());",
+    )
+    .await;
+    let out = db.run(&["doctor"], &[]).await;
+    let line = check_line(&out, "ledger writers");
+    assert!(line.starts_with("WARN"), "{line}");
+    assert!(
+        line.contains("UPDATE public.calls (policies own_calls_update)"),
+        "{line}"
+    );
+    assert_eq!(out.code(), 0, "a WARN is not a FAIL");
+
+    // anon writing usage rows is a FAIL.
+    db.exec(
+        "CREATE POLICY anyone_inserts_usage ON public.usage_metrics FOR INSERT TO anon
+           WITH CHECK (true);",
+    )
+    .await;
+    let out = db.run(&["doctor"], &[]).await;
+    let line = check_line(&out, "ledger writers");
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(line.contains("INSERT public.usage_metrics"), "{line}");
+    assert_eq!(out.code(), 2);
+}
+
+#[tokio::test]
+async fn calls_of_unknown_statuses_are_named_by_the_pass_and_by_doctor() {
+    let db = TestDb::migrated().await;
+    let org = db.org("Mixed case", Some(10)).await;
+    let user = db.user().await;
+    db.member(user, org, 30).await;
+    db.call(user, Some(org), "completed", Some(10), 1).await;
+    for status in ["Completed", "Completed", " completed"] {
+        db.call(user, Some(org), status, Some(5), 1).await;
+    }
+    for _ in 0..2 {
+        let out = db.run(&["--reconcile-now"], &[]).await;
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        let lines = out.grep("WARN calls with a status not in usage.known_statuses");
+        assert_eq!(
+            lines.len(),
+            2,
+            "one line per status, each pass: {}",
+            out.stderr
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("status=\"Completed\" calls=2")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("status=\" completed\" calls=1")),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = db.run(&["doctor"], &[]).await;
+    let line = check_line(&out, "call statuses");
+    assert!(line.starts_with("WARN"), "{line}");
+    assert!(
+        line.contains("\"Completed\": 2") && line.contains("\" completed\": 1"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_reconciler_role_that_can_log_in_fails_with_the_command_that_fixes_it() {
+    // Roles are cluster-wide: a cluster of its own, so no other test sees the change.
+    let (_cluster, url) = common::cluster_with(Default::default(), "own").await;
+    let env = [("DATABASE_URL", url.as_str())];
+    assert_eq!(common::run_bin(&["migrate"], &env, &[]).await.code(), 0);
+    synqall_reconciler::fixture::execute_sql(&url, "ALTER ROLE synqall_reconciler LOGIN")
+        .await
+        .unwrap();
+    let out = common::run_bin(&["doctor"], &env, &[]).await;
+    let (line, fix) = lines_with(&out, "FAIL")
+        .into_iter()
+        .find(|(l, _)| l.contains("journal privileges"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.contains("synqall_reconciler can log in"), "{line}");
+    assert!(
+        fix.unwrap_or_default()
+            .starts_with("ALTER ROLE synqall_reconciler NOLOGIN;"),
+        "{}",
+        out.stdout
+    );
+}

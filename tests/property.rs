@@ -281,7 +281,11 @@ async fn check_case(template: &str, settings: &Settings, l: &Layout) -> Result<(
         .unwrap()
     {
         let org: Uuid = row.get(0);
-        prop_assert_eq!(replay[&org], row.get::<_, Option<i32>>(1), "journal old value");
+        prop_assert_eq!(
+            replay[&org],
+            row.get::<_, Option<i32>>(1),
+            "journal old value"
+        );
         replay.insert(org, Some(row.get(2)));
     }
     for (i, org) in ids.orgs.iter().enumerate() {

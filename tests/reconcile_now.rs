@@ -414,7 +414,8 @@ async fn numeric_durations_are_rounded_per_call_and_bad_ones_count_zero() {
         assert_eq!(out.code(), 0, "{}", out.stderr);
         assert_eq!(db.used_minutes(org).await, Some(expected), "{rounding}");
         // The drifted organization's bad rows are named next to its CRITICAL line.
-        let bad = out.grep("completed calls with NULL, negative or unusable duration_minutes counted as 0");
+        let bad = out
+            .grep("completed calls with NULL, negative or unusable duration_minutes counted as 0");
         assert_eq!(bad.len(), 1, "{}", out.stderr);
         assert!(
             bad[0].contains(&format!(

@@ -166,7 +166,11 @@ pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
     for m in &applied {
         info!(version = m.version, name = m.name, "migration applied");
         for notice in &m.notices {
-            warn!(version = m.version, server_said = notice.as_str(), "migration: the server said");
+            warn!(
+                version = m.version,
+                server_said = notice.as_str(),
+                "migration: the server said"
+            );
         }
     }
     Ok(applied)

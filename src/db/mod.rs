@@ -232,7 +232,8 @@ impl Database {
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notice(notice)) => {
-                        let _ = notices.send(format!("{}: {}", notice.severity(), notice.message()));
+                        let _ =
+                            notices.send(format!("{}: {}", notice.severity(), notice.message()));
                     }
                     Ok(_) => {}
                     Err(e) => {

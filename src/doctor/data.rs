@@ -65,7 +65,13 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         let app_schema = schema::inspect(client).await?;
         let queries = PassQueries::new(&app_schema, &settings.usage);
         let period_start = usage::period_start(settings.usage.period, chrono::Utc::now());
-        usage::scan(client, &queries, period_start, &settings.usage.known_statuses).await
+        usage::scan(
+            client,
+            &queries,
+            period_start,
+            &settings.usage.known_statuses,
+        )
+        .await
     };
     let scan = match scan.await {
         Ok(scan) => scan,

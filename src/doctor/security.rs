@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::report::Check;
 use crate::config::Settings;
-use crate::reconcile::visibility;
 use crate::db::{DbError, QueryContext};
+use crate::reconcile::visibility;
 use crate::telemetry::error_chain;
 
 const SESSION: &str = include_str!("sql/session.sql");
@@ -240,10 +240,16 @@ pub(super) async fn journal_privileges(client: &impl GenericClient) -> Result<Ch
                     .to_string(),
             );
         }
-        if problems.iter().any(|p| p.contains("superuser") || p.contains("bypasses RLS")) {
+        if problems
+            .iter()
+            .any(|p| p.contains("superuser") || p.contains("bypasses RLS"))
+        {
             fixes.push("ALTER ROLE synqall_reconciler NOSUPERUSER NOBYPASSRLS;".to_string());
         }
-        if problems.iter().any(|p| p.contains("can reach") || p.contains("missing")) {
+        if problems
+            .iter()
+            .any(|p| p.contains("can reach") || p.contains("missing"))
+        {
             fixes.push(
                 "re-apply migrations/V2 and V3 with psql -f (re-runnable), and revoke what was \
                  granted by hand"
@@ -267,7 +273,8 @@ pub(super) async fn ledger_writers(client: &impl GenericClient) -> Result<Check,
         .context("read who may write the ledgers")?
     {
         let allowed = row.get::<_, bool>("granted")
-            && (row.get::<_, bool>("rls_open") || !row.get::<_, Vec<String>>("policies").is_empty());
+            && (row.get::<_, bool>("rls_open")
+                || !row.get::<_, Vec<String>>("policies").is_empty());
         if !allowed {
             continue;
         }
@@ -279,7 +286,10 @@ pub(super) async fn ledger_writers(client: &impl GenericClient) -> Result<Check,
             if row.get::<_, bool>("rls_open") {
                 "no row-level security in the way".to_string()
             } else {
-                format!("policies {}", row.get::<_, Vec<String>>("policies").join(", "))
+                format!(
+                    "policies {}",
+                    row.get::<_, Vec<String>>("policies").join(", ")
+                )
             }
         );
         if role == "anon" {
@@ -291,7 +301,10 @@ pub(super) async fn ledger_writers(client: &impl GenericClient) -> Result<Check,
     Ok(if !anon.is_empty() {
         Check::fail(
             NAME,
-            format!("anon may write the ledgers the bill is computed from: {}", anon.join("; ")),
+            format!(
+                "anon may write the ledgers the bill is computed from: {}",
+                anon.join("; ")
+            ),
             "REVOKE INSERT, UPDATE, DELETE ON public.calls, public.usage_metrics FROM anon; and \
              drop the policies that let anon write them",
         )

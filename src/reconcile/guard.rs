@@ -44,7 +44,10 @@ pub fn evaluate(
         .iter()
         .filter(|o| !o.is_period_reset() && !o.stored_invalid && o.lowers(source));
     let (lowered, removed_minutes) = lowering.fold((0u64, 0i64), |(n, minutes), o| {
-        (n + 1, minutes.saturating_add(o.delta(source).saturating_neg()))
+        (
+            n + 1,
+            minutes.saturating_add(o.delta(source).saturating_neg()),
+        )
     });
     let many_orgs = lowered >= guard.min_lowered_orgs
         && lowered as f64 > guard.max_lowered_share * orgs.max(0) as f64;
@@ -98,7 +101,10 @@ mod tests {
         // The demo: 20 of 300 organizations lowered by ~11 minutes of ~140k billed.
         let mut drifted: Vec<OrgUsage> = (0..20).map(|_| org(480, 469)).collect();
         drifted.extend((0..30).map(|_| org(450, 470)));
-        assert_eq!(evaluate(&drifted, Source::Calls, 300, 140_000, &GUARD), None);
+        assert_eq!(
+            evaluate(&drifted, Source::Calls, 300, 140_000, &GUARD),
+            None
+        );
     }
 
     #[test]

@@ -153,7 +153,9 @@ fn call_total_expr(ty: MinutesType, rounding: Rounding) -> String {
     let column = "c.duration_minutes";
     match ty {
         // sum(int4) is a bigint and cannot overflow on any real table.
-        MinutesType::Integer => format!("COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0)::bigint"),
+        MinutesType::Integer => {
+            format!("COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0)::bigint")
+        }
         // sum(int8) is numeric: clamp before the cast.
         MinutesType::BigInt => format!(
             "LEAST(COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0), {BIGINT_MAX})::bigint"
@@ -184,9 +186,9 @@ fn rounding_function(rounding: Rounding) -> &'static str {
 fn metric_total_expr(ty: MinutesType, rounding: Rounding) -> String {
     let column = "m.metric_value";
     match ty {
-        MinutesType::Integer | MinutesType::BigInt => format!(
-            "LEAST(GREATEST(COALESCE(sum({column}), 0), 0), {BIGINT_MAX})::bigint"
-        ),
+        MinutesType::Integer | MinutesType::BigInt => {
+            format!("LEAST(GREATEST(COALESCE(sum({column}), 0), 0), {BIGINT_MAX})::bigint")
+        }
         MinutesType::Fractional => {
             let function = rounding_function(rounding);
             format!(

@@ -174,7 +174,11 @@ fn confirm(org: &OrgUsage, seen: &UnderLock, ctx: &RepairContext<'_>) -> Confirm
             lost("used_minutes changed since the scan")
         }
         Some(_)
-            if seen.fingerprints.get(&org.org_id).copied().unwrap_or_default()
+            if seen
+                .fingerprints
+                .get(&org.org_id)
+                .copied()
+                .unwrap_or_default()
                 != org.fingerprint(ctx.source) =>
         {
             lost("ledger changed since the scan")
@@ -185,7 +189,10 @@ fn confirm(org: &OrgUsage, seen: &UnderLock, ctx: &RepairContext<'_>) -> Confirm
                 .to_string(),
         ),
         Some(_) => {
-            let new = org.stored.unwrap_or(0).saturating_add(org.delta(ctx.source));
+            let new = org
+                .stored
+                .unwrap_or(0)
+                .saturating_add(org.delta(ctx.source));
             // i64::MAX is where totals are clamped: the real value is larger still.
             if new > counter.max() || new == i64::MAX {
                 refused(format!(

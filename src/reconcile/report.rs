@@ -159,7 +159,7 @@ pub fn log_over_quota(run_id: Uuid, org: &OrgUsage, source: Source) {
         org_name = %NullableText(org.name.as_deref()),
         used = org.expected(source),
         max_minutes_monthly = quota,
-        over_by = org.expected(source) - i64::from(quota),
+        over_by = org.expected(source).saturating_sub(quota),
         %run_id,
         "organization over its monthly quota"
     );
@@ -284,11 +284,23 @@ impl fmt::Display for PassReport {
             self.negative_durations,
         )?;
         if self.invalid_durations + self.invalid_metric_values > 0 {
-            row(f, "unusable durations (NaN, infinite, huge)", self.invalid_durations)?;
-            row(f, "unusable usage_metrics values", self.invalid_metric_values)?;
+            row(
+                f,
+                "unusable durations (NaN, infinite, huge)",
+                self.invalid_durations,
+            )?;
+            row(
+                f,
+                "unusable usage_metrics values",
+                self.invalid_metric_values,
+            )?;
         }
         if self.unknown_status_calls > 0 {
-            row(f, "calls with an unknown status (not counted)", self.unknown_status_calls)?;
+            row(
+                f,
+                "calls with an unknown status (not counted)",
+                self.unknown_status_calls,
+            )?;
         }
         row(f, "took", format!("{} ms", self.duration.as_millis()))?;
         self.fmt_corrections(f)
@@ -318,7 +330,11 @@ impl PassReport {
             row(f, "over max_minutes_monthly", self.over_quota)?;
         }
         if self.refused + self.failed > 0 {
-            row(f, "  refused (does not fit, or not whole minutes)", self.refused)?;
+            row(
+                f,
+                "  refused (does not fit, or not whole minutes)",
+                self.refused,
+            )?;
             row(f, "  failed (see ERROR lines)", self.failed)?;
         }
         if let Some(m) = &self.mass_correction {
@@ -376,7 +392,11 @@ impl PassReport {
         writeln!(f, "  largest corrections (stored -> expected):")?;
         let mut worst: Vec<&Correction> = self.corrections.iter().collect();
         worst.sort_by_key(|c| {
-            std::cmp::Reverse(c.expected.saturating_sub(c.stored.unwrap_or(0)).unsigned_abs())
+            std::cmp::Reverse(
+                c.expected
+                    .saturating_sub(c.stored.unwrap_or(0))
+                    .unsigned_abs(),
+            )
         });
         for c in worst.iter().take(10) {
             let name: String = match &c.org_name {

@@ -182,7 +182,10 @@ pub async fn scan(
     known_statuses: &[String],
 ) -> Result<UsageScan, DbError> {
     let rows = client
-        .query(queries.drifted_orgs.as_str(), &[&period_start, &known_statuses])
+        .query(
+            queries.drifted_orgs.as_str(),
+            &[&period_start, &known_statuses],
+        )
         .await
         .context("compare used_minutes with the ledgers")?;
     let mut scan = UsageScan::default();

@@ -14,7 +14,7 @@ use crate::config::LogFormat;
 
 /// Free-text fields, quoted even when they hold one word, so a grep pattern like
 /// `org_name="Acme"` works for every name.
-pub const ALWAYS_QUOTED: &[&str] = &["org_name", "error", "reason"];
+pub const ALWAYS_QUOTED: &[&str] = &["org_name", "error", "reason", "status"];
 
 /// The event formatter behind [`super::init`].
 #[derive(Debug, Clone, Copy)]

@@ -33,6 +33,14 @@ pub fn cluster() -> &'static LocalCluster {
     })
 }
 
+/// A cluster of its own with `options` and nothing in it.
+pub async fn empty_cluster(options: ClusterOptions) -> LocalCluster {
+    tokio::task::spawn_blocking(move || LocalCluster::start_with(options))
+        .await
+        .expect("cluster start-up task")
+        .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL cluster: {e}"))
+}
+
 /// A cluster of its own with `options` and a stand-in database `name`; returns the cluster
 /// and the database's URL. PostgreSQL missing is a failure saying what to install.
 pub async fn cluster_with(options: ClusterOptions, name: &str) -> (LocalCluster, String) {

@@ -94,7 +94,7 @@ impl TestDb {
     pub async fn org(&self, name: &str, used_minutes: Option<i32>) -> Uuid {
         self.client
             .query_one(
-                "INSERT INTO public.organizations (name, used_minutes) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO public.organizations (name, used_minutes) VALUES ($1, $2::integer) RETURNING id",
                 &[&name, &used_minutes],
             )
             .await
@@ -131,7 +131,7 @@ impl TestDb {
         self.client
             .query_one(
                 "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes, created_at)
-                 VALUES ($1, $2, $3, $4, now() - make_interval(days => $5)) RETURNING id",
+                 VALUES ($1, $2, $3, $4::integer, now() - make_interval(days => $5)) RETURNING id",
                 &[&user, &org, &status, &minutes, &days_ago],
             )
             .await
@@ -162,7 +162,19 @@ impl TestDb {
     pub async fn used_minutes(&self, org: Uuid) -> Option<i32> {
         self.client
             .query_one(
-                "SELECT used_minutes FROM public.organizations WHERE id = $1",
+                "SELECT used_minutes::integer FROM public.organizations WHERE id = $1",
+                &[&org],
+            )
+            .await
+            .expect("read used_minutes")
+            .get(0)
+    }
+
+    /// The counter as text, whatever its type.
+    pub async fn used_minutes_text(&self, org: Uuid) -> Option<String> {
+        self.client
+            .query_one(
+                "SELECT used_minutes::text FROM public.organizations WHERE id = $1",
                 &[&org],
             )
             .await

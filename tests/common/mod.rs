@@ -6,6 +6,7 @@
 //! - [`fixtures`]: [`TestDb`] and the data helpers.
 //! - [`runner`]: [`run_bin`] / [`Run`] and [`Daemon`].
 //! - [`damaged`]: the damaged database most end-to-end tests start from.
+//! - [`http`]: scraping the metrics endpoint.
 //! - [`app`]: a stand-in for the web app writing beside the reconciler.
 //!
 //! PostgreSQL missing is a failure with a message saying what to install, never a skip.
@@ -18,8 +19,10 @@ pub mod app;
 pub mod cluster;
 pub mod damaged;
 pub mod fixtures;
+pub mod http;
 pub mod runner;
 
-pub use cluster::{cluster, cluster_with, connect};
+pub use cluster::{cluster, cluster_with, connect, empty_cluster};
 pub use fixtures::{default_lock_key, TestDb};
+pub use http::{http_get, sample};
 pub use runner::{empty_config_file, run_bin, Daemon, Run, BIN, FAST_DAEMON};

@@ -33,8 +33,9 @@ impl Pass<'_> {
             resets: self.budget("period reset"),
             errors: self.budget("Failed to update organization"),
         };
-        if self.options.dry_run || self.hold_mass_correction(drifted, &mut budgets) {
-            if self.options.dry_run {
+        let held = self.hold_mass_correction(drifted, &mut budgets);
+        if held || self.options.dry_run {
+            if !held {
                 for org in drifted {
                     self.record(&mut budgets, org, &RepairAction::WouldRepair);
                 }

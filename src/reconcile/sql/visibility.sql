@@ -11,8 +11,14 @@
 -- $1 text[] relations ('public.calls'), $2 text[] readers (role names; NULL: the current role,
 -- is_me), $3 text[] the column a pass updates (NULL: read only)
 WITH wanted AS (
+  -- Looked up in the catalogs, not with to_regclass: naming auth.users needs USAGE on schema
+  -- auth, which the login has no need of.
   SELECT w.relation, COALESCE(w.reader, current_user::text) AS reader, w.reader IS NULL AS is_me,
-         w.write_column, pg_catalog.to_regclass(w.relation) AS oid
+         w.write_column,
+         (SELECT c.oid FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = split_part(w.relation, '.', 1)
+             AND c.relname = split_part(w.relation, '.', 2)) AS oid
     FROM unnest($1::text[], $2::text[], $3::text[]) AS w(relation, reader, write_column)
 ),
 readers AS (
