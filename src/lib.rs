@@ -88,7 +88,8 @@ impl Error {
     /// The exit code this failure maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Config(_) | Self::Db(DbError::Config(_)) => Exit::Config,
+            Self::Config(_) => Exit::Config,
+            Self::Db(e) if e.is_configuration() => Exit::Config,
             _ => Exit::Error,
         }
     }

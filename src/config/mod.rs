@@ -63,6 +63,13 @@ pub struct DatabaseSettings {
     pub lock_timeout_seconds: u64,
     pub connect_timeout_seconds: u64,
     pub pool_size: usize,
+    /// A repair transaction left idle this long (its process frozen) is ended by the server,
+    /// releasing the row locks the app's increments wait for.
+    pub repair_idle_timeout_seconds: u64,
+    /// How long a repair statement may wait for a lock.
+    pub repair_lock_timeout_seconds: u64,
+    /// A whole pass (settle included) that runs longer is cancelled and recorded failed.
+    pub pass_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +116,8 @@ pub struct OrphanSettings {
 #[serde(deny_unknown_fields)]
 pub struct LockSettings {
     pub key: i64,
+    /// A holder whose heartbeat is older than this is taken over by a standby.
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +232,19 @@ impl Settings {
                 self.database.connect_timeout_seconds,
             ),
             ("database.pool_size", self.database.pool_size as u64),
+            (
+                "database.repair_idle_timeout_seconds",
+                self.database.repair_idle_timeout_seconds,
+            ),
+            (
+                "database.repair_lock_timeout_seconds",
+                self.database.repair_lock_timeout_seconds,
+            ),
+            (
+                "database.pass_timeout_seconds",
+                self.database.pass_timeout_seconds,
+            ),
+            ("lock.lease_seconds", self.lock.lease_seconds),
             ("usage.batch_size", self.usage.batch_size as u64),
             ("shutdown.timeout_seconds", self.shutdown.timeout_seconds),
             (
@@ -284,6 +306,11 @@ impl Settings {
     /// Settle time of §4.5.
     pub fn settle(&self) -> Duration {
         Duration::from_secs(self.usage.settle_seconds)
+    }
+
+    /// The lock's lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lock.lease_seconds)
     }
 }
 

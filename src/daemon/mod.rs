@@ -37,7 +37,7 @@ use self::metrics::Metrics;
 use self::notify::Notifier;
 use self::ticker::{Ticker, Wake};
 use crate::config::Settings;
-use crate::db::{Database, DatabaseTarget, DbError};
+use crate::db::{self, Database, DatabaseTarget, DbError};
 use crate::reconcile::control::{PassControl, Progress};
 use crate::reconcile::journal::RunStatus;
 use crate::reconcile::{self, PassError, PassOptions, PassOutcome, RunMode};
@@ -129,6 +129,16 @@ pub async fn run(
         database = db.target(),
         "daemon started"
     );
+    // A transaction pooler in the way is configuration: refuse now, not at every pass. A
+    // database that cannot be reached yet is the passes' business (they retry).
+    match db::session::check_target(&db).await {
+        Err(e) if e.is_configuration() => return Err(DaemonError::Db(e)),
+        Err(e) => warn!(
+            error = error_chain(&e).as_str(),
+            "could not check the connection at start-up; the passes will retry"
+        ),
+        Ok(()) => {}
+    }
     Notifier::ready(&format!("waiting; next pass {next}"));
 
     let mut ticker = Ticker::new(ticks, schedule.overdue_after(), IDLE_HEARTBEAT);
@@ -141,12 +151,12 @@ pub async fn run(
         health,
     };
     tokio::pin!(shutdown);
-    daemon.run(&mut ticker, &mut shutdown).await;
+    let result = daemon.run(&mut ticker, &mut shutdown).await;
 
     Notifier::stopping();
     info!("daemon stopping");
     services.stop().await;
-    Ok(())
+    result
 }
 
 /// The metrics endpoint (bound before READY, so a taken port fails the start), the watchdog
@@ -204,7 +214,7 @@ impl Loop<'_> {
         &mut self,
         ticker: &mut Ticker,
         shutdown: &mut Pin<&mut F>,
-    ) {
+    ) -> Result<(), DaemonError> {
         let mut pending = self
             .settings
             .schedule
@@ -214,7 +224,7 @@ impl Loop<'_> {
             let trigger = match pending.take() {
                 Some(trigger) => trigger,
                 None => match ticker.wait(shutdown).await {
-                    Wake::Shutdown => return,
+                    Wake::Shutdown => return Ok(()),
                     Wake::Tick => Trigger::Tick,
                     Wake::Overdue => Trigger::Overdue,
                     Wake::Heartbeat => {
@@ -234,14 +244,18 @@ impl Loop<'_> {
             let stopping = self.one_pass(shutdown).await;
             self.pass_running.store(false, Ordering::SeqCst);
             ticker.pass_finished();
-            if stopping {
-                return;
+            if stopping? {
+                return Ok(());
             }
         }
     }
 
-    /// One pass; true when shutdown arrived during it.
-    async fn one_pass<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> bool {
+    /// One pass; true when shutdown arrived during it. A configuration problem found by the
+    /// pass (a transaction pooler in the way) ends the daemon: retrying cannot fix it.
+    async fn one_pass<F: Future<Output = ()>>(
+        &mut self,
+        shutdown: &mut Pin<&mut F>,
+    ) -> Result<bool, DaemonError> {
         let control = PassControl {
             cancel: Default::default(),
             progress: self.progress.clone(),
@@ -264,9 +278,12 @@ impl Loop<'_> {
         };
         if let Some(result) = result {
             self.metrics.record(&result, pass_started.elapsed());
-            record(result, &self.health, self.db).await;
+            match result {
+                Err(PassError::Db(e)) if e.is_configuration() => return Err(DaemonError::Db(e)),
+                other => record(other, &self.health, self.db).await,
+            }
         }
-        stopping
+        Ok(stopping)
     }
 }
 

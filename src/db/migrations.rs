@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "safety",
         sql: include_str!("../../migrations/V5__safety.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lease",
+        sql: include_str!("../../migrations/V6__lease.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).
@@ -159,6 +164,7 @@ fn verify_checksums(applied: &[(i32, String)]) -> Result<(), DbError> {
 /// As [`apply_pending`].
 pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
     let (mut conn, mut notices) = db.dedicated_with_notices().await?;
+    super::session::check_pinned(db, &conn.client).await?;
     let applied = apply_pending(&mut conn.client, &mut notices).await?;
     if applied.is_empty() {
         info!("migrations: nothing to apply, the database is current");

@@ -32,7 +32,7 @@ pub async fn doctor(
 ) -> Result<DoctorReport, DbError> {
     let mut conn = db.dedicated().await?;
     let client = &mut conn.client;
-    let mut checks = vec![security::connection(client, settings).await];
+    let mut checks = vec![security::connection(db, client, settings).await];
     let migrated = migrations::ensure_current(&*client).await;
     checks.push(operations::migrations_check(&migrated));
     let migrated = migrated.is_ok();

@@ -8,12 +8,11 @@ use uuid::Uuid;
 
 use super::report::Check;
 use crate::config::Settings;
-use crate::db::{DbError, QueryContext};
+use crate::db::{session, Database, DbError, QueryContext};
 use crate::reconcile::visibility;
 use crate::telemetry::error_chain;
 
 const SESSION: &str = include_str!("sql/session.sql");
-const BACKEND_PID: &str = include_str!("sql/backend_pid.sql");
 const FUNCTION: &str = include_str!("sql/function.sql");
 const PROBE_INCREMENT: &str = include_str!("sql/probe_increment.sql");
 const JOURNAL_EXPOSURE: &str = include_str!("sql/journal_exposure.sql");
@@ -22,51 +21,44 @@ const CHECK_RECONCILER_ROLE: &str = include_str!("sql/check_reconciler_role.sql"
 
 /// Session state must survive between statements: a transaction pooler would hand the next
 /// statement to another backend, and the pass's advisory lock would mean nothing.
-pub(super) async fn connection(client: &tokio_postgres::Client, settings: &Settings) -> Check {
+pub(super) async fn connection(
+    db: &Database,
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+) -> Check {
     const NAME: &str = "connection";
-    let probe = async {
-        let first = client
-            .query_one(SESSION, &[])
-            .await
-            .context("identify the session")?;
-        let second: i32 = client
-            .query_one(BACKEND_PID, &[])
-            .await
-            .context("identify the session again")?
-            .get(0);
-        Ok::<_, DbError>((
-            first.get::<_, i32>(0),
-            second,
-            first.get::<_, String>(1),
-            first.get::<_, String>(2),
-            first.get::<_, String>(3),
-        ))
+    let facts = match client.query_one(SESSION, &[]).await {
+        Ok(row) => row,
+        Err(e) => return Check::not_checked(NAME, error_chain(&e)),
     };
-    match probe.await {
-        Ok((pid, again, app, user, version)) if pid == again => {
-            let detail = format!(
-                "PostgreSQL {version} as {user}, one backend across statements (pid {pid}), \
-                 application_name={app}, lock key {}",
-                settings.lock.key
-            );
-            if app == crate::db::APPLICATION_NAME {
-                Check::ok(NAME, detail)
-            } else {
-                Check::warn(
-                    NAME,
-                    detail,
-                    "a pooler rewrote application_name: connect directly (db.<ref>.supabase.co:5432) \
-                     or through the session pooler",
-                )
-            }
+    let (pid, app, user, version): (i32, String, String, String) =
+        (facts.get(0), facts.get(1), facts.get(2), facts.get(3));
+    match session::check_pinned(db, client).await {
+        Ok(()) => {}
+        Err(e @ DbError::TransactionPooler { .. }) => {
+            return Check::fail(
+                NAME,
+                error_chain(&e),
+                "use the direct connection (db.<ref>.supabase.co:5432) or a session-mode \
+                 pooler (Supabase's session pooler; pgbouncer pool_mode = session)",
+            )
         }
-        Ok((pid, again, ..)) => Check::fail(
+        Err(e) => return Check::not_checked(NAME, error_chain(&e)),
+    }
+    let detail = format!(
+        "PostgreSQL {version} as {user}, one server session per connection (pid {pid}, proven \
+         with a second connection held in a transaction), application_name={app}, lock key {}",
+        settings.lock.key
+    );
+    if app == crate::db::APPLICATION_NAME {
+        Check::ok(NAME, detail)
+    } else {
+        Check::warn(
             NAME,
-            format!("statements ran on different backends (pid {pid}, then {again}): a transaction pooler"),
-            "use the direct connection (db.<ref>.supabase.co:5432) or the session pooler; \
-             the transaction pooler cannot hold the advisory lock",
-        ),
-        Err(e) => Check::not_checked(NAME, error_chain(&e)),
+            detail,
+            "a pooler rewrote application_name: connect directly (db.<ref>.supabase.co:5432) \
+             or through the session pooler",
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use super::outcome::RunMode;
 use super::queries::{CLOSE_ABANDONED_RUNS, FINISH_RUN, INSERT_RUN};
 use super::report::PassReport;
 use crate::config::{Period, Source};
+use crate::db::lock::Fence;
 use crate::db::{host_name, DbError, QueryContext};
 
 /// Final status of a run row.
@@ -61,9 +62,10 @@ pub async fn open_run(
     mode: RunMode,
     period: Period,
     source: Source,
+    fence: Fence,
 ) -> Result<(), DbError> {
     let abandoned = client
-        .query(CLOSE_ABANDONED_RUNS, &[])
+        .query(CLOSE_ABANDONED_RUNS, &[&fence.key, &fence.pid])
         .await
         .context("close abandoned runs")?;
     for row in &abandoned {
@@ -73,7 +75,7 @@ pub async fn open_run(
             "closed a run left 'running' by a process that ended before finishing it"
         );
     }
-    client
+    let inserted = client
         .execute(
             INSERT_RUN,
             &[
@@ -83,10 +85,15 @@ pub async fn open_run(
                 &host_name(),
                 &period.as_str(),
                 &source.as_str(),
+                &fence.key,
+                &fence.pid,
             ],
         )
         .await
         .context("record the run in reconciler.runs")?;
+    if inserted == 0 {
+        return Err(DbError::Fenced);
+    }
     Ok(())
 }
 
@@ -99,9 +106,10 @@ pub async fn close_run(
     report: &PassReport,
     status: RunStatus,
     error: Option<&str>,
+    fence: Fence,
 ) -> Result<(), DbError> {
     let n = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
-    client
+    let closed = client
         .execute(
             FINISH_RUN,
             &[
@@ -117,9 +125,14 @@ pub async fn close_run(
                 &n(report.period_resets),
                 &n(report.failed),
                 &n(report.refused),
+                &fence.key,
+                &fence.pid,
             ],
         )
         .await
         .context("close the run in reconciler.runs")?;
+    if closed == 0 && !fence.holds(client).await? {
+        return Err(DbError::Fenced);
+    }
     Ok(())
 }

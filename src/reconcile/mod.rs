@@ -27,7 +27,7 @@ pub mod usage;
 pub mod visibility;
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 
@@ -40,7 +40,7 @@ use self::pass::Pass;
 pub use self::report::PassReport;
 use crate::config::Settings;
 use crate::db::lock::AdvisoryLock;
-use crate::db::Database;
+use crate::db::{Database, DbError};
 
 /// Run one pass.
 ///
@@ -58,11 +58,11 @@ pub async fn run_once(
     let started = Instant::now();
     control.progress.bump();
     let run_id = Uuid::new_v4();
-    let lock = match AdvisoryLock::try_acquire(db, settings.lock.key).await {
+    let lock = match AdvisoryLock::try_acquire(db, settings.lock.key, settings.lease()).await {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             info!(
-                lock_key = settings.lock.key,
+                lock_key = settings.lock.key.to_string().as_str(),
                 "reconcile pass skipped: the advisory lock is held by another instance"
             );
             return Ok(PassOutcome::LockHeld);
@@ -75,11 +75,21 @@ pub async fn run_once(
     };
     let mut pass = Pass::new(settings, control, &lock, run_id, options);
     // A panic (a bug) must not leave the run row `running` and the journal silent: it becomes
-    // a failed pass like any other.
-    let result = AssertUnwindSafe(pass.run(db))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(PassError::Panicked(panic_message(panic.as_ref()))));
+    // a failed pass like any other. Nor may a hung server hang the pass: past its deadline it
+    // is cancelled, its statement too.
+    let deadline = Duration::from_secs(settings.database.pass_timeout_seconds);
+    let run = AssertUnwindSafe(pass.run(db)).catch_unwind();
+    let result = match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(PassError::Panicked(panic_message(panic.as_ref()))),
+        Err(_) => {
+            pass.cancel_statement(db).await;
+            Err(PassError::Db(DbError::Timeout {
+                what: "the pass (database.pass_timeout_seconds)",
+                seconds: deadline.as_secs(),
+            }))
+        }
+    };
     let outcome = pass.finish(db, result, started).await;
     lock.release().await;
     outcome

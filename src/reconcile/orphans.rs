@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::queries::{PassQueries, ATTRIBUTE_CALLS};
 use crate::config::AmbiguousPolicy;
+use crate::db::lock::Fence;
 use crate::db::{DbError, QueryContext};
 
 /// An orphaned call and the organizations its user could own it through.
@@ -124,8 +125,8 @@ pub struct Attribution {
     pub rule: Rule,
 }
 
-/// Attribute a batch in one statement with its journal rows; returns the ids of the calls
-/// actually attributed (a call given an organization meanwhile is skipped).
+/// Attribute a batch in one statement with its journal rows, fenced; returns the ids of the
+/// calls actually attributed (a call given an organization meanwhile is skipped).
 ///
 /// # Errors
 /// The statement failed; nothing of the batch was written.
@@ -133,15 +134,24 @@ pub async fn attribute(
     client: &impl GenericClient,
     run_id: Uuid,
     batch: &[Attribution],
+    fence: Fence,
 ) -> Result<Vec<Uuid>, DbError> {
     let call_ids: Vec<Uuid> = batch.iter().map(|a| a.call_id).collect();
     let org_ids: Vec<Uuid> = batch.iter().map(|a| a.org_id).collect();
     let rules: Vec<&str> = batch.iter().map(|a| a.rule.as_str()).collect();
     let rows = client
-        .query(ATTRIBUTE_CALLS, &[&call_ids, &org_ids, &rules, &run_id])
+        .query(
+            ATTRIBUTE_CALLS,
+            &[&call_ids, &org_ids, &rules, &run_id, &fence.key, &fence.pid],
+        )
         .await
         .context("attribute orphaned calls")?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let attributed: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    // Fewer than asked: attributed meanwhile by someone else, or fenced out.
+    if attributed.len() < batch.len() && !fence.holds(client).await? {
+        return Err(DbError::Fenced);
+    }
+    Ok(attributed)
 }
 
 #[cfg(test)]

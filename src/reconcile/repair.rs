@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::queries::{PassQueries, APPLY_REPAIRS};
 use super::usage::{Fingerprint, OrgUsage};
 use crate::config::{Period, Source};
+use crate::db::lock::Fence;
 use crate::db::{DbError, QueryContext};
 
 /// Why a drifted organization could not be locked: another transaction holds its row (or it
@@ -34,6 +35,8 @@ pub enum RepairAction {
     Refused { reason: String },
     /// The write failed (a trigger refused it, a constraint, a timeout): nothing written.
     Failed { reason: String },
+    /// Another instance took the lock over: this one writes nothing more.
+    Fenced,
 }
 
 impl RepairAction {
@@ -45,6 +48,7 @@ impl RepairAction {
             Self::LostRace { .. } => "lost_race",
             Self::Refused { .. } => "refused",
             Self::Failed { .. } => "failed",
+            Self::Fenced => "fenced",
         }
     }
 
@@ -53,6 +57,7 @@ impl RepairAction {
         match self {
             Self::LostRace { reason } => Some(reason),
             Self::Refused { reason } | Self::Failed { reason } => Some(reason),
+            Self::Fenced => Some("another instance holds the advisory lock now"),
             Self::Repaired { .. } | Self::WouldRepair => None,
         }
     }
@@ -66,6 +71,12 @@ pub struct RepairContext<'a> {
     pub source: Source,
     pub period: Period,
     pub period_start: Option<DateTime<Utc>>,
+    /// Every write carries it: nothing is written once another instance holds the lock.
+    pub fence: Fence,
+    /// `SET LOCAL` of every repair transaction: row locks are held for seconds at most, even
+    /// when this process freezes inside one.
+    pub idle_timeout: std::time::Duration,
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Confirm and repair one batch in one transaction; returns an action per organization.
@@ -81,6 +92,13 @@ pub async fn repair_batch(
         .transaction()
         .await
         .context("begin a repair transaction")?;
+    tx.batch_execute(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'",
+        ctx.idle_timeout.as_millis(),
+        ctx.lock_timeout.as_millis()
+    ))
+    .await
+    .context("bound the repair transaction's lock holds")?;
     let seen = read_under_lock(&tx, ctx, batch).await?;
     let mut actions = Vec::with_capacity(batch.len());
     let mut writes: Vec<(&OrgUsage, i64)> = Vec::new();
@@ -92,6 +110,10 @@ pub async fn repair_batch(
     }
     if !writes.is_empty() {
         let written = apply(&tx, ctx, &writes).await?;
+        // Under the row locks the compare-and-set cannot miss: a miss is the fence.
+        if written.len() < writes.len() && !ctx.fence.holds(&*tx).await? {
+            return Err(DbError::Fenced);
+        }
         for (org, new) in writes {
             let action = if written.contains(&org.org_id) {
                 RepairAction::Repaired { new }
@@ -231,6 +253,8 @@ async fn apply(
                 &ctx.period.as_str(),
                 &ctx.period_start,
                 &reasons,
+                &ctx.fence.key,
+                &ctx.fence.pid,
             ],
         )
         .await

@@ -29,6 +29,8 @@ pub struct PassReport {
     pub lost_race: u64,
     pub refused: u64,
     pub failed: u64,
+    /// Repairs not written because another instance took the lock over.
+    pub fenced: u64,
     pub ledger_mismatches: u64,
     /// Counters reset at the month boundary (calendar_month), and in a dry run those that would be.
     pub period_resets: u64,
@@ -235,6 +237,7 @@ pub fn log_summary(report: &PassReport) {
         lost_race = report.lost_race,
         refused = report.refused,
         failed = report.failed,
+        fenced = report.fenced,
         would_repair = report.would_repair,
         mass_correction_refused = report.mass_correction.is_some(),
         period_resets = report.period_resets + report.would_reset,

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::db::lock::AdvisoryLock;
+use crate::db::lock::{AdvisoryLock, Fence};
 use crate::db::{host_name, migrations, Database, DbError, QueryContext};
 use crate::telemetry::{LineBudget, OrNull};
 
@@ -109,7 +109,8 @@ pub async fn revert(
 ) -> Result<RevertOutcome, RevertError> {
     let mut client = db.client().await?;
     migrations::ensure_current(&**client).await?;
-    let Some(lock) = AdvisoryLock::try_acquire(db, settings.lock.key).await? else {
+    let Some(lock) = AdvisoryLock::try_acquire(db, settings.lock.key, settings.lease()).await?
+    else {
         info!(
             lock_key = settings.lock.key,
             "revert not started: the advisory lock is held by a running pass; try again"
@@ -121,7 +122,7 @@ pub async fn revert(
             .transaction()
             .await
             .context("begin the revert transaction")?;
-        let report = revert_in(&tx, run_id).await?;
+        let report = revert_in(&tx, run_id, lock.fence()).await?;
         if report.revert_run_id.is_some() {
             tx.commit().await.context("commit the revert")?;
         }
@@ -135,7 +136,11 @@ pub async fn revert(
 }
 
 /// The revert inside its transaction; writes only when something is restored.
-async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, RevertError> {
+async fn revert_in(
+    tx: &Transaction<'_>,
+    run_id: Uuid,
+    fence: Fence,
+) -> Result<RevertReport, RevertError> {
     let run = find_run(tx, run_id).await?;
     let mut report = RevertReport {
         reverted_run_id: run_id,
@@ -155,20 +160,26 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
         return Ok(report);
     }
     let revert_run_id = Uuid::new_v4();
-    tx.execute(
-        INSERT_REVERT_RUN,
-        &[
-            &revert_run_id,
-            &env!("CARGO_PKG_VERSION"),
-            &host_name(),
-            &run.get::<_, String>("period"),
-            &run.get::<_, String>("source"),
-            &run_id,
-        ],
-    )
-    .await
-    .context("record the revert in reconciler.runs")?;
-    restore(tx, revert_run_id, counters, calls, &mut report).await?;
+    let inserted = tx
+        .execute(
+            INSERT_REVERT_RUN,
+            &[
+                &revert_run_id,
+                &env!("CARGO_PKG_VERSION"),
+                &host_name(),
+                &run.get::<_, String>("period"),
+                &run.get::<_, String>("source"),
+                &run_id,
+                &fence.key,
+                &fence.pid,
+            ],
+        )
+        .await
+        .context("record the revert in reconciler.runs")?;
+    if inserted == 0 {
+        return Err(DbError::Fenced.into());
+    }
+    restore(tx, revert_run_id, counters, calls, &mut report, fence).await?;
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     tx.execute(
         FINISH_REVERT_RUN,
@@ -177,6 +188,8 @@ async fn revert_in(tx: &Transaction<'_>, run_id: Uuid) -> Result<RevertReport, R
             &count(report.counters.len()),
             &count(report.calls.len()),
             &count(report.skipped.len()),
+            &fence.key,
+            &fence.pid,
         ],
     )
     .await
@@ -306,19 +319,26 @@ async fn restore(
     counters: Vec<(i64, RestoredCounter)>,
     calls: Vec<(i64, RestoredCall)>,
     report: &mut RevertReport,
+    fence: Fence,
 ) -> Result<(), RevertError> {
     let counter_ids: Vec<i64> = counters.iter().map(|(id, _)| *id).collect();
     let call_ids: Vec<i64> = calls.iter().map(|(id, _)| *id).collect();
     // Sets: a run can have corrected every organization, and each is looked up below.
     let restored_counters: HashSet<i64> = tx
-        .query(RESTORE_COUNTERS, &[&counter_ids, &revert_run_id])
+        .query(
+            RESTORE_COUNTERS,
+            &[&counter_ids, &revert_run_id, &fence.key, &fence.pid],
+        )
         .await
         .context("restore counters")?
         .iter()
         .map(|r| r.get(0))
         .collect();
     let restored_calls: HashSet<i64> = tx
-        .query(RESTORE_CALLS, &[&call_ids, &revert_run_id])
+        .query(
+            RESTORE_CALLS,
+            &[&call_ids, &revert_run_id, &fence.key, &fence.pid],
+        )
         .await
         .context("restore call attributions")?
         .iter()

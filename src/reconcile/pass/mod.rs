@@ -24,8 +24,8 @@ use super::report::{self, PassReport};
 use super::usage;
 use super::visibility;
 use crate::config::Settings;
-use crate::db::lock::AdvisoryLock;
-use crate::db::{migrations, schema, Database, DbError};
+use crate::db::lock::{self, AdvisoryLock, Fence};
+use crate::db::{migrations, schema, Database, DbError, QueryContext};
 use crate::telemetry::{self, LineBudget};
 
 /// How often a long pass says where it is.
@@ -41,6 +41,8 @@ pub struct Pass<'a> {
     options: PassOptions,
     /// A `reconciler.runs` row was opened and must be closed, whatever happens next.
     run_open: bool,
+    /// The backend of the pass's pooled connection, to cancel its statement past the deadline.
+    backend_pid: Option<i32>,
     report: PassReport,
 }
 
@@ -58,6 +60,7 @@ impl<'a> Pass<'a> {
             lock,
             options,
             run_open: false,
+            backend_pid: None,
             report: PassReport {
                 run_id,
                 dry_run: options.dry_run,
@@ -69,6 +72,13 @@ impl<'a> Pass<'a> {
     /// Steps 2–6, after the lock.
     pub async fn run(&mut self, db: &Database) -> Result<(), PassError> {
         let mut client = db.client().await?;
+        let pid: i32 = client
+            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+            .await
+            .context("identify the pass's session")?
+            .get(0);
+        self.backend_pid = Some(pid);
+        self.lock.record_pass(pid, self.report.run_id).await;
         let queries = self.prepare(&client).await?;
         self.open_run(&client).await?;
         self.see_before_write(&client).await?;
@@ -101,6 +111,7 @@ impl<'a> Pass<'a> {
         result: Result<(), PassError>,
         started: Instant,
     ) -> Result<PassOutcome, PassError> {
+        let fence = self.lock.fence();
         let Self {
             run_open,
             mut report,
@@ -108,7 +119,7 @@ impl<'a> Pass<'a> {
         } = self;
         report.duration = started.elapsed();
         let result = match result {
-            Ok(()) if run_open => close_run(db, &report, RunStatus::of(&report), None)
+            Ok(()) if run_open => close_run(db, &report, RunStatus::of(&report), None, fence)
                 .await
                 .map_err(PassError::from),
             other => other,
@@ -122,11 +133,32 @@ impl<'a> Pass<'a> {
                 let message = report::log_failure(report.run_id, &e);
                 if run_open {
                     // Best effort: the failure may be the connection itself.
-                    let _ = close_run(db, &report, RunStatus::Failed, Some(&message)).await;
+                    let _ = close_run(db, &report, RunStatus::Failed, Some(&message), fence).await;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Past the deadline: cancel whatever the pass's session is running (from a connection of
+    /// its own: the pool may be exhausted), so the server stops working for nobody.
+    pub async fn cancel_statement(&self, db: &Database) {
+        let Some(pid) = self.backend_pid else {
+            return;
+        };
+        warn!(
+            backend_pid = pid,
+            run_id = %self.report.run_id,
+            "reconcile pass past its deadline: cancelling its statement"
+        );
+        let cancel = async {
+            let conn = db.dedicated().await?;
+            conn.client
+                .query("SELECT pg_catalog.pg_cancel_backend($1)", &[&pid])
+                .await
+                .context("cancel the pass's statement")
+        };
+        let _ = tokio::time::timeout(lock::CHECK_TIMEOUT, cancel).await;
     }
 
     /// Step 2: migrations applied, every column present; the SQL for this schema.
@@ -141,7 +173,8 @@ impl<'a> Pass<'a> {
         let usage = &self.settings.usage;
         let (run_id, mode) = (self.report.run_id, self.options.mode);
         if !self.options.dry_run {
-            journal::open_run(&***client, run_id, mode, usage.period, usage.source).await?;
+            let fence = self.lock.fence();
+            journal::open_run(&***client, run_id, mode, usage.period, usage.source, fence).await?;
             self.run_open = true;
         }
         info!(
@@ -198,7 +231,8 @@ async fn close_run(
     report: &PassReport,
     status: RunStatus,
     error: Option<&str>,
+    fence: Fence,
 ) -> Result<(), DbError> {
     let client = db.client().await?;
-    journal::close_run(&**client, report, status, error).await
+    journal::close_run(&**client, report, status, error, fence).await
 }

@@ -68,7 +68,7 @@ impl Pass<'_> {
                 batch.iter().map(|a| a.call_id).collect()
             } else {
                 self.lock.ensure_held().await?;
-                orphans::attribute(&***client, run_id, batch).await?
+                orphans::attribute(&***client, run_id, batch, self.lock.fence()).await?
             };
             self.control.progress.bump();
             self.report.orphans_fixed += attributed.len() as u64;

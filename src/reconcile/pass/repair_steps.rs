@@ -54,12 +54,16 @@ impl Pass<'_> {
                 return Ok(());
             }
         }
+        let database = &self.settings.database;
         let ctx = RepairContext {
             queries,
             run_id,
             source: usage.source,
             period: usage.period,
             period_start,
+            fence: self.lock.fence(),
+            idle_timeout: Duration::from_secs(database.repair_idle_timeout_seconds),
+            lock_timeout: Duration::from_secs(database.repair_lock_timeout_seconds),
         };
         let repair_started = Instant::now();
         crate::fault::hit("repair");
@@ -161,6 +165,7 @@ impl Pass<'_> {
             self.control.progress.bump();
             match result {
                 Ok(actions) => self.record_all(budgets, batch, actions),
+                Err(DbError::Fenced) => return Err(self.fenced(budgets, batch)),
                 Err(e) if e.is_connection_loss() => return Err(e),
                 Err(_) if batch.len() > 1 => {
                     for org in batch {
@@ -191,6 +196,7 @@ impl Pass<'_> {
         self.control.progress.bump();
         match result {
             Ok(actions) => self.record_all(budgets, &[org], actions),
+            Err(DbError::Fenced) => return Err(self.fenced(budgets, &[org])),
             Err(e) if e.is_connection_loss() => return Err(e),
             Err(e) => {
                 let failed = RepairAction::Failed {
@@ -200,6 +206,15 @@ impl Pass<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Fenced out: another instance holds the lock. The batch's drifts are reported as
+    /// `action=fenced` and the pass stops.
+    fn fenced(&mut self, budgets: &mut RepairBudgets, batch: &[&OrgUsage]) -> DbError {
+        for org in batch {
+            self.record(budgets, org, &RepairAction::Fenced);
+        }
+        DbError::Fenced
     }
 
     fn record_all(
@@ -227,6 +242,7 @@ impl Pass<'_> {
             RepairAction::Repaired { .. } => self.report.repaired += 1,
             RepairAction::WouldRepair if reset => self.report.would_reset += 1,
             RepairAction::WouldRepair => self.report.would_repair += 1,
+            RepairAction::Fenced => self.report.fenced += 1,
             RepairAction::LostRace { reason } => {
                 self.report.lost_race += 1;
                 if *reason == repair::ROW_BUSY {

@@ -4,7 +4,9 @@
 -- $1 uuid[] org ids, $2 bigint[] old values (NULL allowed), $3 bigint[] new values,
 -- $4 bigint[] calls ledger totals, $5 bigint[] metrics ledger totals,
 -- $6 uuid run id, $7 text period, $8 timestamptz period start (NULL for all_time),
--- $9 text[] reasons ('drift', or 'period_rollover' for a counter not reset at the month boundary)
+-- $9 text[] reasons ('drift', or 'period_rollover' for a counter not reset at the month boundary),
+-- $10 bigint lock key, $11 integer lock backend pid: fenced, written only while that backend
+-- holds the lock (reconciler.holds_lock)
 WITH wanted AS (
   SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                        $9::text[])
@@ -17,6 +19,7 @@ repaired AS (
     FROM wanted w
    WHERE o.id = w.org_id
      AND o.used_minutes IS NOT DISTINCT FROM w.old_value
+     AND (SELECT reconciler.holds_lock($10, $11))
   RETURNING o.id, w.old_value, w.new_value, w.calls_minutes, w.metrics_minutes, w.reason
 )
 INSERT INTO reconciler.adjustments

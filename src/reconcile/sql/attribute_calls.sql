@@ -1,7 +1,9 @@
 -- Attribute orphaned calls and journal each attribution, in one statement (one transaction).
 -- Only calls still without an organization are touched: one attributed meanwhile (by the app
 -- or a person) is left as it is and not journalled.
--- $1 uuid[] call ids, $2 uuid[] organization ids, $3 text[] rules, $4 uuid run id
+-- Fenced: written only while backend $6 holds lock $5 (reconciler.holds_lock).
+-- $1 uuid[] call ids, $2 uuid[] organization ids, $3 text[] rules, $4 uuid run id,
+-- $5 bigint lock key, $6 integer lock backend pid
 WITH wanted AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS w(call_id, org_id, rule)
 ),
@@ -11,6 +13,7 @@ attributed AS (
     FROM wanted w
    WHERE c.id = w.call_id
      AND c.organization_id IS NULL
+     AND (SELECT reconciler.holds_lock($5, $6))
   RETURNING c.id, c.user_id, w.org_id, w.rule
 )
 INSERT INTO reconciler.call_repairs

@@ -1,3 +1,5 @@
--- Open the row of a pass. $1 id, $2 mode, $3 version, $4 host, $5 period, $6 source
+-- Open the row of a pass (fenced: only while backend $8 holds lock $7).
+-- $1 id, $2 mode, $3 version, $4 host, $5 period, $6 source, $7 lock key, $8 lock backend pid
 INSERT INTO reconciler.runs (id, mode, version, host, period, source, status)
-VALUES ($1, $2, $3, $4, $5, $6, 'running')
+SELECT $1, $2, $3, $4, $5, $6, 'running'
+ WHERE (SELECT reconciler.holds_lock($7, $8))

@@ -1,6 +1,7 @@
 -- Put attributions back (organization_id as before the run, normally NULL), compare-and-set
 -- on the organization the run wrote, journalled in call_repairs with rule 'revert'.
--- $1 bigint[] call_repairs ids, $2 uuid: the revert's own run id
+-- $1 bigint[] call_repairs ids, $2 uuid: the revert's own run id; fenced: only while backend
+-- $4 holds lock $3
 WITH restored AS (
   UPDATE public.calls c
      SET organization_id = cr.old_organization_id
@@ -8,6 +9,7 @@ WITH restored AS (
    WHERE cr.id = ANY ($1::bigint[])
      AND c.id = cr.call_id
      AND c.organization_id IS NOT DISTINCT FROM cr.new_organization_id
+     AND (SELECT reconciler.holds_lock($3, $4))
   RETURNING cr.id, cr.call_id, cr.user_id, cr.old_organization_id, cr.new_organization_id
 )
 INSERT INTO reconciler.call_repairs

@@ -1,6 +1,7 @@
 -- Put counters back to what they were before the run, compare-and-set: only where the counter
 -- still holds the value the run wrote. Each restore is journalled as an adjustment that points
--- at the one it undoes. $1 bigint[] adjustment ids, $2 uuid: the revert's own run id
+-- at the one it undoes. $1 bigint[] adjustment ids, $2 uuid: the revert's own run id;
+-- fenced: only while backend $4 holds lock $3
 WITH restored AS (
   UPDATE public.organizations o
      SET used_minutes = a.old_used_minutes,
@@ -9,6 +10,7 @@ WITH restored AS (
    WHERE a.id = ANY ($1::bigint[])
      AND o.id = a.organization_id
      AND o.used_minutes IS NOT DISTINCT FROM a.new_used_minutes
+     AND (SELECT reconciler.holds_lock($3, $4))
   RETURNING a.id, a.organization_id, a.old_used_minutes, a.new_used_minutes, a.calls_minutes,
             a.metrics_minutes, a.period, a.period_start
 )
