@@ -35,7 +35,7 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
 /// The `config` crate's errors say "… for key `x`"; lift the key out so every message reads
 /// "invalid configuration for key `x`: …", and make its two least helpful messages helpful.
 pub(super) fn from_config_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
+    let text = without_source(&e.to_string());
     let Some(start) = text.find(" for key `") else {
         return ConfigError {
             key: None,
@@ -60,4 +60,57 @@ pub(super) fn from_config_error(e: config::ConfigError) -> ConfigError {
         message = format!("unknown value `{given}`, expected one of: {allowed}");
     }
     ConfigError::key(&key, message)
+}
+
+/// A parse error quotes the offending line of the file, which may be `url = "postgres://…:pw@…"`:
+/// keep the position and the reason, drop the quoted source, and redact any quoted value that
+/// holds a URL.
+pub(super) fn without_source(text: &str) -> String {
+    let is_source = |line: &str| {
+        let t = line.trim_start();
+        match t.split_once('|') {
+            Some((number, _)) => number.trim().chars().all(|c| c.is_ascii_digit()),
+            None => false,
+        }
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !is_source(l))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = kept.join("; ");
+    if !joined.contains("://") {
+        return joined;
+    }
+    // Redact every quoted stretch: one of them holds a URL.
+    let mut out = String::with_capacity(joined.len());
+    let mut quoted = false;
+    for c in joined.chars() {
+        match c {
+            '"' | '`' | '\'' => {
+                if !quoted {
+                    out.push_str("[redacted]");
+                }
+                quoted = !quoted;
+            }
+            _ if quoted => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parse_error_never_quotes_the_line() {
+        let text = "TOML parse error at line 2, column 38\n  |\n2 | url = \"postgres://u:S3CRETpw@db/x\" x\n  |                                      ^\nexpected newline, `#`\n";
+        let cleaned = without_source(text);
+        assert!(!cleaned.contains("S3CRET"), "{cleaned}");
+        assert!(cleaned.contains("line 2, column 38"), "{cleaned}");
+        assert!(cleaned.contains("expected newline"), "{cleaned}");
+    }
 }

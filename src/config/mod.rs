@@ -158,6 +158,31 @@ fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Sock
     })
 }
 
+/// A config file as a source: read here, so that an unreadable file's error names it, and a
+/// syntax error says which file without quoting its lines.
+fn config_file(
+    path: &Path,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: None,
+        message: format!("cannot read config file {}: {e}", path.display()),
+    })?;
+    if let Err(e) = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+    {
+        return Err(ConfigError {
+            key: None,
+            message: format!(
+                "config file {}: {}",
+                path.display(),
+                error::without_source(&e.to_string())
+            ),
+        });
+    }
+    Ok(config::File::from_str(&text, config::FileFormat::Toml))
+}
+
 impl Settings {
     /// Load the layers: embedded defaults, then `file` (or [`SYSTEM_CONFIG_PATH`] if it exists),
     /// then the environment; then validate.
@@ -181,21 +206,9 @@ impl Settings {
             config::FileFormat::Toml,
         ));
         match file {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(ConfigError {
-                        key: None,
-                        message: format!("config file {} does not exist", path.display()),
-                    });
-                }
-                builder = builder.add_source(
-                    config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
-                );
-            }
-            None if Path::new(SYSTEM_CONFIG_PATH).is_file() => {
-                builder = builder.add_source(
-                    config::File::with_name(SYSTEM_CONFIG_PATH).format(config::FileFormat::Toml),
-                );
+            Some(path) => builder = builder.add_source(config_file(path)?),
+            None if Path::new(SYSTEM_CONFIG_PATH).exists() => {
+                builder = builder.add_source(config_file(Path::new(SYSTEM_CONFIG_PATH))?);
             }
             None => {}
         }

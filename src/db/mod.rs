@@ -16,6 +16,7 @@ pub mod schema;
 pub mod session;
 pub mod target;
 pub mod tls;
+pub mod url;
 
 pub use self::error::DbError;
 pub(crate) use self::error::QueryContext;

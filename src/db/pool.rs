@@ -77,7 +77,8 @@ impl Database {
             // Repair transactions set a much shorter one of their own (SET LOCAL).
             idle_in_transaction: Duration::from_secs(db.statement_timeout_seconds.max(60) * 2),
         };
-        let tls = tls::connector(db.ca_file.as_deref())?;
+        // The URL's sslrootcert and database.ca_file name the same thing; the URL's wins.
+        let tls = tls::connector(target.root_cert().or(db.ca_file.as_deref()))?;
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),

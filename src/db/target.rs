@@ -8,7 +8,7 @@
 //! ([`super::tls::enforce`]).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use tokio_postgres::config::Host;
@@ -23,6 +23,8 @@ const TRANSACTION_POOLER_PORT: u16 = 6543;
 #[derive(Clone)]
 pub struct DatabaseTarget {
     config: tokio_postgres::Config,
+    /// `sslrootcert=…` from the URL: the CA file, as `database.ca_file` would be.
+    root_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for DatabaseTarget {
@@ -84,9 +86,16 @@ impl DatabaseTarget {
     /// # Errors
     /// Malformed URL (the message never repeats it), the transaction pooler.
     pub fn parse(key: &str, url: Secret) -> Result<Self, ConfigError> {
-        let mut config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
-            // tokio-postgres's parse errors describe the problem, never echo the input.
-            ConfigError::key(key, format!("not a valid PostgreSQL URL: {e}"))
+        let (cleaned, extracted) = super::url::preparse(key, url.expose())?;
+        let mut config = tokio_postgres::Config::from_str(&cleaned).map_err(|e| {
+            // tokio-postgres's parse errors name the option, never echo the input.
+            ConfigError::key(
+                key,
+                format!(
+                    "not a valid PostgreSQL URL: {}",
+                    crate::telemetry::error_chain(&e)
+                ),
+            )
         })?;
         if config.get_hosts().is_empty() {
             return Err(ConfigError::key(key, "the URL names no host"));
@@ -99,8 +108,16 @@ impl DatabaseTarget {
                  (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
             ));
         }
-        super::tls::enforce(key, &mut config)?;
-        Ok(Self { config })
+        super::tls::enforce(key, &mut config, extracted.verify)?;
+        Ok(Self {
+            config,
+            root_cert: extracted.root_cert.map(PathBuf::from),
+        })
+    }
+
+    /// The CA file named by the URL (`sslrootcert`), if any.
+    pub fn root_cert(&self) -> Option<&Path> {
+        self.root_cert.as_deref()
     }
 
     /// The tokio-postgres config, for connecting.

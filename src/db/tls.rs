@@ -3,7 +3,8 @@
 //! any system store). Certificates and host names are always verified; a certificate that does
 //! not verify fails the connection (there is no "accept anything" mode).
 //!
-//! TLS is required for every host that is not this machine; for local hosts the URL's `sslmode`
+//! TLS is required for every connection that leaves this machine, decided by the address it
+//! really uses (`hostaddr` included), not by the name; on this machine the URL's `sslmode`
 //! applies (default `prefer`).
 
 use std::path::Path;
@@ -11,6 +12,8 @@ use std::path::Path;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
+use std::net::{IpAddr, ToSocketAddrs};
+
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -52,32 +55,71 @@ pub fn connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, ConfigErro
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// Whether every host of the target is this machine (loopback or a unix socket).
-pub fn is_local(config: &tokio_postgres::Config) -> bool {
-    config.get_hosts().iter().all(|host| match host {
-        Host::Unix(_) => true,
-        Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .parse::<std::net::IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false)
+/// Whether the connection really stays on this machine: every host a Unix socket, or every
+/// address it connects to a loopback address. With `hostaddr`, that is the address used, whatever
+/// the host name says; `localhost` counts only if it resolves to loopback addresses alone, and
+/// is then pinned to the first of them (what was checked is what is used).
+fn is_local(config: &mut tokio_postgres::Config) -> bool {
+    let hostaddrs = config.get_hostaddrs().to_vec();
+    if !hostaddrs.is_empty() {
+        return hostaddrs.iter().all(IpAddr::is_loopback);
+    }
+    let hosts = config.get_hosts().to_vec();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mut pin = None;
+    for host in &hosts {
+        match host {
+            Host::Unix(_) => {}
+            Host::Tcp(name) => match name.parse::<IpAddr>() {
+                Ok(ip) if ip.is_loopback() => {}
+                Ok(_) => return false,
+                Err(_) if name == "localhost" => {
+                    let resolved: Vec<IpAddr> = (name.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|addrs| addrs.map(|a| a.ip()).collect())
+                        .unwrap_or_default();
+                    if resolved.is_empty() || !resolved.iter().all(IpAddr::is_loopback) {
+                        return false;
+                    }
+                    // 127.0.0.1 first: a server listening on loopback usually listens there.
+                    pin = resolved
+                        .iter()
+                        .find(|ip| ip.is_ipv4())
+                        .or(resolved.first())
+                        .copied();
+                }
+                // Any other name may resolve anywhere: remote.
+                Err(_) => return false,
+            },
         }
-    })
+    }
+    if let (Some(ip), 1) = (pin, hosts.len()) {
+        config.hostaddr(ip);
+    }
+    true
 }
 
-/// Require TLS for non-local hosts: `sslmode=prefer` becomes `require`; `disable` is an error.
+/// Require TLS unless the connection really stays on this machine (see `is_local`), or when
+/// `verify` (`sslmode=verify-ca|verify-full` was asked for): `sslmode=prefer` becomes
+/// `require`; `disable` is an error.
 ///
 /// # Errors
-/// `sslmode=disable` for a remote host.
-pub fn enforce(key: &str, config: &mut tokio_postgres::Config) -> Result<(), ConfigError> {
-    if is_local(config) {
+/// `sslmode=disable` where TLS is required.
+pub fn enforce(
+    key: &str,
+    config: &mut tokio_postgres::Config,
+    verify: bool,
+) -> Result<(), ConfigError> {
+    if !verify && is_local(config) {
         return Ok(());
     }
     if config.get_ssl_mode() == SslMode::Disable {
         return Err(ConfigError {
             key: Some(key.to_string()),
-            message: "TLS is required for non-local hosts; remove sslmode=disable".into(),
+            message: "TLS is required for a connection that leaves this machine (the host, or \
+                      its hostaddr, is not a loopback address or a Unix socket); remove \
+                      sslmode=disable"
+                .into(),
         });
     }
     config.ssl_mode(SslMode::Require);
@@ -92,15 +134,51 @@ mod tests {
     #[test]
     fn remote_hosts_get_tls_required_and_cannot_disable_it() {
         let mut remote = tokio_postgres::Config::from_str("postgres://u@db.example.com/x").unwrap();
-        enforce("database.url", &mut remote).unwrap();
+        enforce("database.url", &mut remote, false).unwrap();
         assert_eq!(remote.get_ssl_mode(), SslMode::Require);
         let mut off =
             tokio_postgres::Config::from_str("postgres://u@db.example.com/x?sslmode=disable")
                 .unwrap();
-        assert!(enforce("database.url", &mut off).is_err());
+        assert!(enforce("database.url", &mut off, false).is_err());
         let mut local =
             tokio_postgres::Config::from_str("postgres://u@127.0.0.1/x?sslmode=disable").unwrap();
-        enforce("database.url", &mut local).unwrap();
+        enforce("database.url", &mut local, false).unwrap();
         assert_eq!(local.get_ssl_mode(), SslMode::Disable);
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn config(url: &str) -> tokio_postgres::Config {
+        tokio_postgres::Config::from_str(url).unwrap()
+    }
+
+    #[test]
+    fn a_loopback_name_with_a_remote_hostaddr_is_remote() {
+        let mut c = config("postgres://u:pw@localhost:5432/db?hostaddr=192.0.2.2");
+        enforce("database.url", &mut c, false).unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        let mut off =
+            config("postgres://u:pw@localhost:5432/db?hostaddr=192.0.2.2&sslmode=disable");
+        assert!(enforce("database.url", &mut off, false).is_err());
+    }
+
+    #[test]
+    fn localhost_is_pinned_to_the_loopback_address_it_resolves_to() {
+        let mut c = config("postgres://u@localhost:5432/db?sslmode=disable");
+        enforce("database.url", &mut c, false).unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+        assert!(c.get_hostaddrs().iter().all(IpAddr::is_loopback));
+        assert_eq!(c.get_hostaddrs().len(), 1);
+    }
+
+    #[test]
+    fn verify_modes_require_tls_even_on_loopback() {
+        let mut c = config("postgres://u@127.0.0.1/db");
+        enforce("database.url", &mut c, true).unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
     }
 }

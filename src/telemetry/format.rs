@@ -9,6 +9,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::escape::{bound_for, bounded, json_safe, needs_quotes, one_line, quoted};
 use super::values::{error_chain, NULL_TEXT};
 use crate::config::LogFormat;
 
@@ -20,13 +21,24 @@ pub const ALWAYS_QUOTED: &[&str] = &["org_name", "error", "reason", "status"];
 #[derive(Debug, Clone, Copy)]
 pub struct LineFormat {
     format: LogFormat,
-    timestamps: bool,
+    /// stderr is the journal: priority prefixes, and no timestamp in text lines.
+    journald: bool,
 }
 
 impl LineFormat {
-    /// `timestamps`: whether lines start with one (not under journald, which has its own).
-    pub fn new(format: LogFormat, timestamps: bool) -> Self {
-        Self { format, timestamps }
+    pub fn new(format: LogFormat, journald: bool) -> Self {
+        Self { format, journald }
+    }
+}
+
+/// The syslog priority journald files a line under (`<N>` prefix).
+fn priority(level: &str) -> u8 {
+    match level {
+        "CRITICAL" => 2,
+        "ERROR" => 3,
+        "WARN" => 4,
+        "INFO" => 6,
+        _ => 7,
     }
 }
 
@@ -47,7 +59,9 @@ where
             .severity
             .take()
             .unwrap_or_else(|| level_name(*event.metadata().level()).to_string());
-        let timestamp = self.timestamps.then(|| {
+        // JSON always carries its timestamp (a collector may read it from anywhere); text
+        // under journald does not (the journal stamps every line itself).
+        let timestamp = (!self.journald || self.format == LogFormat::Json).then(|| {
             chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                 .to_string()
@@ -56,6 +70,9 @@ where
             LogFormat::Text => render_text(timestamp.as_deref(), &level, &fields),
             LogFormat::Json => render_json(timestamp.as_deref(), &level, event, &fields),
         };
+        if self.journald {
+            write!(writer, "<{}>", priority(&level))?;
+        }
         writeln!(writer, "{line}")
     }
 }
@@ -131,43 +148,6 @@ impl Visit for Collected {
     }
 }
 
-fn needs_quotes(s: &str) -> bool {
-    s.is_empty()
-        || s.chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c == '\\' || c.is_control())
-}
-
-/// Quote and escape so the value can never break the line or the key=value structure.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A message is free text but must stay on one line.
-fn one_line(s: &str) -> String {
-    if s.chars().any(|c| c.is_control()) {
-        let q = quoted(s);
-        q[1..q.len() - 1].to_string()
-    } else {
-        s.to_string()
-    }
-}
-
 fn render_text(timestamp: Option<&str>, level: &str, fields: &Collected) -> String {
     let mut line = String::with_capacity(160);
     if let Some(ts) = timestamp {
@@ -180,9 +160,12 @@ fn render_text(timestamp: Option<&str>, level: &str, fields: &Collected) -> Stri
     for (name, value) in &fields.fields {
         let rendered = match value {
             Value::Display(s) if s == NULL_TEXT => "NULL".to_string(),
-            Value::Str(s) | Value::Display(s) if ALWAYS_QUOTED.contains(name) => quoted(s),
-            Value::Str(s) | Value::Display(s) if needs_quotes(s) => quoted(s),
-            Value::Str(s) | Value::Display(s) => s.clone(),
+            Value::Str(s) | Value::Display(s)
+                if ALWAYS_QUOTED.contains(name) || needs_quotes(s) =>
+            {
+                quoted(s, bound_for(name))
+            }
+            Value::Str(s) | Value::Display(s) => bounded(s, bound_for(name)).into_owned(),
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
             Value::Bool(b) => b.to_string(),
@@ -206,21 +189,33 @@ fn render_json(
     object.insert("message".into(), fields.message.clone().into());
     object.insert("target".into(), event.metadata().target().into());
     for (name, value) in &fields.fields {
+        let text = |s: &str| serde_json::Value::from(bounded(s, bound_for(name)).into_owned());
         let json = match value {
-            Value::Str(s) => serde_json::Value::from(s.clone()),
+            Value::Str(s) => text(s),
             Value::Display(s) if s == NULL_TEXT => serde_json::Value::Null,
             // Free text is text, even when a name happens to look like a number.
-            Value::Display(s) if ALWAYS_QUOTED.contains(name) => serde_json::Value::from(s.clone()),
+            Value::Display(s) if ALWAYS_QUOTED.contains(name) => text(s),
             Value::Display(s) => typed_display(s),
-            Value::Int(i) => i64::try_from(*i)
-                .map(serde_json::Value::from)
-                .unwrap_or_else(|_| serde_json::Value::from(i.to_string())),
+            Value::Int(i) => json_integer(*i),
             Value::Float(f) => serde_json::Value::from(*f),
             Value::Bool(b) => serde_json::Value::from(*b),
         };
         object.insert((*name).to_string(), json);
     }
-    serde_json::Value::Object(object).to_string()
+    json_safe(serde_json::Value::Object(object).to_string())
+}
+
+/// The largest integer every JSON reader keeps exactly (a double's 53-bit mantissa).
+const JSON_SAFE_INTEGER: i128 = (1 << 53) - 1;
+
+/// An integer as JSON: a number where every reader keeps it exactly, else a string (`jq` would
+/// turn lock key 7356172090143225001 into …225000).
+fn json_integer(i: i128) -> serde_json::Value {
+    if (-JSON_SAFE_INTEGER..=JSON_SAFE_INTEGER).contains(&i) {
+        serde_json::Value::from(i as i64)
+    } else {
+        serde_json::Value::from(i.to_string())
+    }
 }
 
 /// A `%value` field in JSON: our Display types print numbers as numbers and a missing value
@@ -231,7 +226,7 @@ fn typed_display(s: &str) -> serde_json::Value {
         return serde_json::Value::Null;
     }
     match s.parse::<i64>() {
-        Ok(n) if n.to_string() == s => serde_json::Value::from(n),
+        Ok(n) if n.to_string() == s => json_integer(n.into()),
         _ => serde_json::Value::from(s),
     }
 }
@@ -239,20 +234,6 @@ fn typed_display(s: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_keeps_hostile_names_on_one_line() {
-        let q = quoted("Acme \"Q\"\nLtd\\ é");
-        assert_eq!(q, r#""Acme \"Q\"\nLtd\\ é""#);
-        assert!(!q.contains('\n'));
-    }
-
-    #[test]
-    fn plain_values_stay_unquoted() {
-        assert!(!needs_quotes("0b6b9a4e-6c1f-4f7e-9a43-1f2a3b4c5d6e"));
-        assert!(needs_quotes("two words"));
-        assert!(needs_quotes(""));
-    }
 
     #[test]
     fn json_numbers_and_nulls_are_typed_but_free_text_is_not() {
@@ -263,6 +244,12 @@ mod tests {
             typed_display("0b6b9a4e-6c1f"),
             serde_json::json!("0b6b9a4e-6c1f")
         );
+        // Beyond 2^53 a JSON number loses digits in most readers: a string.
+        assert_eq!(
+            typed_display("7356172090143225001"),
+            serde_json::json!("7356172090143225001")
+        );
+        assert_eq!(json_integer(1 << 40), serde_json::json!(1u64 << 40));
     }
 
     #[test]

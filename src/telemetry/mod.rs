@@ -7,15 +7,20 @@
 //! - Free-text fields ([`format::ALWAYS_QUOTED`]: `org_name`, `error`, `reason`) are always
 //!   quoted and escaped (`org_name="Acme \"Q\" Ltd\n"` stays one line); other values are quoted
 //!   only when they contain spaces, quotes, `=` or control characters.
-//! - Under systemd (`JOURNAL_STREAM` set) the timestamp is left out: the journal has its own.
+//! - Under journald (stderr is the stream `JOURNAL_STREAM` names) each line starts with its
+//!   syslog priority (`<2>` CRITICAL, `<3>` ERROR, `<4>` WARN, `<6>` INFO, `<7>` DEBUG), which
+//!   journald files it under, and text lines carry no timestamp: the journal has its own.
 //! - JSON (`--log-format json`) carries the same fields as typed values: numbers are numbers, a
-//!   NULL counter is `null`, ids and free text are strings.
+//!   NULL counter is `null`, ids and free text are strings, and integers beyond 2^53 are
+//!   strings (what `jq` would otherwise round).
 //!
-//! Modules: [`format`] renders one event; [`budget`] caps detail lines per pass; [`values`]
+//! Modules: [`format`] renders one event; [`escape`] bounds and escapes its values; [`budget`]
+//! caps detail lines per pass; [`values`]
 //! holds what the pass, `doctor` and `revert` share ([`OrNull`], [`error_chain`], [`millis`],
 //! the [`critical!`] macro).
 
 pub mod budget;
+pub mod escape;
 pub mod format;
 pub mod values;
 
@@ -42,10 +47,34 @@ pub fn init(format: LogFormat, filter: &str) {
                 .expect("static directive"),
         )
         .add_directive("tokio_postgres=warn".parse().expect("static directive"));
-    let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
+    let journald = stderr_is_the_journal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .event_format(LineFormat::new(format, timestamps))
+        .event_format(LineFormat::new(format, journald))
         .try_init();
+}
+
+/// Whether stderr really is the journal: `JOURNAL_STREAM` (set by systemd) names the device and
+/// inode of the stream it connected, and stderr is that stream. Only then are lines prefixed
+/// with their syslog priority (`<2>` for CRITICAL…) and text lines left without a timestamp
+/// (the journal has its own); a variable inherited by a child whose stderr goes elsewhere
+/// changes nothing.
+pub fn stderr_is_the_journal() -> bool {
+    let Some(stream) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat writes into the zeroed struct we own; fd 2 is always a valid argument (an
+    // error is reported, not undefined behaviour).
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut stat) } != 0 {
+        return false;
+    }
+    stat.st_dev as u64 == dev && stat.st_ino as u64 == ino
 }
