@@ -144,7 +144,8 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         (Some(Command::Demo), _) => unreachable!("handled above"),
         (Some(Command::Migrate), _) => {
             log_effective_config(&settings, &target);
-            for applied in migrate(&settings, &target).await? {
+            let applied = deadline(&settings, "migrate", migrate(&settings, &target)).await??;
+            for applied in applied {
                 println!("applied V{}__{}", applied.version, applied.name);
                 for notice in &applied.notices {
                     println!("  {notice}");
@@ -154,13 +155,14 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         }
         (Some(Command::Status { json, limit }), _) => {
             let db = Database::new(&target, &settings)?;
-            let report = status::status(&db, *limit).await?;
+            let report = deadline(&settings, "status", status::status(&db, *limit)).await??;
             print_report(&report, *json)?;
             Ok(Exit::Ok)
         }
         (Some(Command::Doctor { json }), _) => {
             let db = Database::new(&target, &settings)?;
-            let report = doctor::doctor(&db, &settings, &target).await?;
+            let report =
+                deadline(&settings, "doctor", doctor::doctor(&db, &settings, &target)).await??;
             print_report(&report, *json)?;
             Ok(if report.failed() {
                 Exit::DriftLeft
@@ -170,7 +172,9 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         }
         (Some(Command::Revert { run_id }), _) => {
             let db = Database::new(&target, &settings)?;
-            match revert::revert(&db, &settings, *run_id).await? {
+            let outcome =
+                deadline(&settings, "revert", revert::revert(&db, &settings, *run_id)).await?;
+            match outcome? {
                 revert::RevertOutcome::LockHeld => Ok(Exit::LockHeld),
                 revert::RevertOutcome::Done(report) => {
                     print!("{report}");
@@ -193,6 +197,22 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// A command's client-side deadline (`database.pass_timeout_seconds`): a server that stops
+/// answering ends the command with an error, never a hang.
+async fn deadline<T>(
+    settings: &Settings,
+    what: &'static str,
+    command: impl std::future::Future<Output = T>,
+) -> Result<T, Error> {
+    let limit = std::time::Duration::from_secs(settings.database.pass_timeout_seconds);
+    tokio::time::timeout(limit, command).await.map_err(|_| {
+        Error::Db(DbError::Timeout {
+            what,
+            seconds: limit.as_secs(),
+        })
+    })
 }
 
 /// Cancelled on SIGTERM/SIGINT ([`daemon::shutdown::listen`]).

@@ -102,6 +102,34 @@ async fn tls_works_with_the_ca_in_ca_file_and_fails_closed_without_it() {
     .await;
     assert_eq!(pass.code(), 0, "{}", pass.stderr);
 
+    // libpq's spelling works too: sslmode=verify-full with the CA in sslrootcert.
+    let libpq = format!(
+        "postgres://postgres:{}@localhost:{}/tls?sslmode=verify-full&sslrootcert={}",
+        cluster.password(),
+        cluster.port(),
+        pki.ca.display()
+    );
+    let pass = run_bin(
+        &["--reconcile-now"],
+        &[("DATABASE_URL", libpq.as_str())],
+        &[],
+    )
+    .await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    let bogus = format!(
+        "postgres://postgres:{}@localhost:{}/tls?sslmode=sometimes",
+        cluster.password(),
+        cluster.port()
+    );
+    let out = run_bin(
+        &["--reconcile-now"],
+        &[("DATABASE_URL", bogus.as_str())],
+        &[],
+    )
+    .await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    assert!(out.stderr.contains("option `sslmode`"), "{}", out.stderr);
+
     let not_pem = run_bin(
         &["--reconcile-now"],
         &[("DATABASE_URL", url.as_str())],

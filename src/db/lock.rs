@@ -96,8 +96,9 @@ impl AdvisoryLock {
         lease: Duration,
     ) -> Result<Option<Self>, DbError> {
         let conn = db.dedicated().await?;
-        migrations::ensure_current(&conn.client).await?;
+        // First: through a transaction pooler even prepared statements go astray.
         session::check_pinned(db, &conn.client).await?;
+        migrations::ensure_current(&conn.client).await?;
         if !try_lock(&conn.client, key).await? {
             let Some(holder) = stale_holder(&conn.client, key, lease).await? else {
                 return Ok(None);

@@ -76,10 +76,14 @@ pub async fn apply(
         .batch_execute(&settings.statements())
         .await
         .context("apply the session settings")?;
-    let row = client
-        .query_one(SESSION_SETTINGS, &[])
+    // Simple queries only, here and in the pinning check: they run before anything proves
+    // that prepared statements (bound to one server session) can be used at all.
+    let row = simple_row(client, SESSION_SETTINGS)
         .await
-        .context("read the session settings back")?;
+        .context("read the session settings back")?
+        .ok_or_else(|| DbError::SessionSettings {
+            detail: "the server returned no settings".into(),
+        })?;
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut wrong = Vec::new();
     for (name, column, want) in [
@@ -95,13 +99,13 @@ pub async fn apply(
             ms(settings.idle_in_transaction),
         ),
     ] {
-        let got: i64 = row.get(column);
+        let got = number(&row, column);
         if got != want {
             wrong.push(format!("{name} is {got} ms, not {want} ms"));
         }
     }
-    if !row.get::<_, bool>("unix_socket") {
-        let idle: i64 = row.get("keepalives_idle_s");
+    if row.get("unix_socket") != Some("t") {
+        let idle = number(&row, "keepalives_idle_s");
         // 0 means "the operating system's default": the socket does not support the setting.
         if idle != 0 && idle != TCP_KEEPALIVES_IDLE_SECONDS as i64 {
             wrong.push(format!("tcp_keepalives_idle is {idle} s"));
@@ -122,23 +126,18 @@ pub async fn apply(
 /// # Errors
 /// [`DbError::TransactionPooler`] when it does not; a failed statement.
 pub async fn check_pinned(db: &Database, client: &tokio_postgres::Client) -> Result<(), DbError> {
-    let first: i32 = client
-        .query_one(BACKEND_PID, &[])
+    let first = backend_pid(client)
         .await
-        .context("identify the lock connection's session")?
-        .get(0);
-    let mut other = db.client().await?;
-    let tx = other
-        .transaction()
+        .context("identify the lock connection's session")?;
+    let other = db.client().await?;
+    other
+        .batch_execute("BEGIN")
         .await
         .context("begin the session check")?;
-    let other_pid: i32 = tx
-        .query_one(BACKEND_PID, &[])
-        .await
-        .context("identify another session")?
-        .get(0);
-    let again = tokio::time::timeout(PIN_CHECK_WAIT, client.query_one(BACKEND_PID, &[])).await;
-    let _ = tx.rollback().await;
+    let other_pid = backend_pid(&other).await;
+    let again = tokio::time::timeout(PIN_CHECK_WAIT, backend_pid(client)).await;
+    let _ = other.batch_execute("ROLLBACK").await;
+    let other_pid = other_pid.context("identify another session")?;
     let detail = match again {
         _ if other_pid == first => Some(format!(
             "a second connection was given backend {first}, the one the first connection used"
@@ -147,9 +146,8 @@ pub async fn check_pinned(db: &Database, client: &tokio_postgres::Client) -> Res
             "the first connection's next statement found no free server session in {} s",
             PIN_CHECK_WAIT.as_secs()
         )),
-        Ok(Ok(row)) if row.get::<_, i32>(0) != first => Some(format!(
-            "two statements of one connection ran on backends {first} and {}",
-            row.get::<_, i32>(0)
+        Ok(Ok(again)) if again != first => Some(format!(
+            "two statements of one connection ran on backends {first} and {again}"
         )),
         Ok(Ok(_)) => None,
         Ok(Err(e)) => return Err(e).context("identify the lock connection's session again"),
@@ -160,6 +158,28 @@ pub async fn check_pinned(db: &Database, client: &tokio_postgres::Client) -> Res
     }
 }
 
+async fn backend_pid(client: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
+    let row = simple_row(client, BACKEND_PID).await?;
+    Ok(row
+        .and_then(|r| r.get(0).and_then(|s| s.parse().ok()))
+        .unwrap_or_default())
+}
+
+/// The first row of a simple (unprepared) query.
+async fn simple_row(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Option<tokio_postgres::SimpleQueryRow>, tokio_postgres::Error> {
+    Ok(client
+        .simple_query(sql)
+        .await?
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        }))
+}
+
 /// [`check_pinned`] on a connection of its own: for start-up and for commands that take no lock.
 ///
 /// # Errors
@@ -167,4 +187,10 @@ pub async fn check_pinned(db: &Database, client: &tokio_postgres::Client) -> Res
 pub async fn check_target(db: &Database) -> Result<(), DbError> {
     let conn = db.dedicated().await?;
     check_pinned(db, &conn.client).await
+}
+
+fn number(row: &tokio_postgres::SimpleQueryRow, column: &str) -> i64 {
+    row.get(column)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default()
 }

@@ -27,12 +27,7 @@ pub(super) async fn connection(
     settings: &Settings,
 ) -> Check {
     const NAME: &str = "connection";
-    let facts = match client.query_one(SESSION, &[]).await {
-        Ok(row) => row,
-        Err(e) => return Check::not_checked(NAME, error_chain(&e)),
-    };
-    let (pid, app, user, version): (i32, String, String, String) =
-        (facts.get(0), facts.get(1), facts.get(2), facts.get(3));
+    // First, with simple queries: through a transaction pooler prepared statements go astray.
     match session::check_pinned(db, client).await {
         Ok(()) => {}
         Err(e @ DbError::TransactionPooler { .. }) => {
@@ -45,6 +40,12 @@ pub(super) async fn connection(
         }
         Err(e) => return Check::not_checked(NAME, error_chain(&e)),
     }
+    let facts = match client.query_one(SESSION, &[]).await {
+        Ok(row) => row,
+        Err(e) => return Check::not_checked(NAME, error_chain(&e)),
+    };
+    let (pid, app, user, version): (i32, String, String, String) =
+        (facts.get(0), facts.get(1), facts.get(2), facts.get(3));
     let detail = format!(
         "PostgreSQL {version} as {user}, one server session per connection (pid {pid}, proven \
          with a second connection held in a transaction), application_name={app}, lock key {}",

@@ -7,6 +7,7 @@
 //! - [`runner`]: [`run_bin`] / [`Run`] and [`Daemon`].
 //! - [`damaged`]: the damaged database most end-to-end tests start from.
 //! - [`http`]: scraping the metrics endpoint.
+//! - [`pgbouncer`]: a real pgbouncer in front of a test cluster.
 //! - [`app`]: a stand-in for the web app writing beside the reconciler.
 //!
 //! PostgreSQL missing is a failure with a message saying what to install, never a skip.
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod damaged;
 pub mod fixtures;
 pub mod http;
+pub mod pgbouncer;
 pub mod runner;
 
 pub use cluster::{cluster, cluster_with, connect, empty_cluster};
