@@ -11,7 +11,6 @@ use crate::config::{LogFormat, Secret};
 /// drift, attributes orphaned calls and journals every correction.
 #[derive(Debug, Parser)]
 #[command(name = "synqall-reconciler", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Config file layered over the defaults (default: /etc/synqall-reconciler/config.toml if
     /// it exists).
@@ -64,8 +63,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many passes to show.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=10_000))]
         limit: i64,
+        /// Exit 2 when the last successful pass is older than this (or there is none): a check
+        /// for cron, Nagios-style probes and scripts.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        max_age: Option<u64>,
     },
     /// The incident checklist and the security checks, automated: OK/WARN/FAIL per check with
     /// its numbers and fix. Exit 0 when nothing FAILs, 2 when something does. Writes nothing.
@@ -89,6 +92,38 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))
 }
 
+impl Cli {
+    /// Parse `args`: the global options (`--config`, `--database-url`, `--log-format`) may
+    /// stand before or after a subcommand; only `--reconcile-now` (and its companions) cannot
+    /// be combined with one.
+    ///
+    /// # Errors
+    /// A clap usage error (exit 64) or `--help`/`--version` (exit 0).
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::CommandFactory;
+        let cli = Self::try_parse_from(args)?;
+        if let (true, Some(command)) = (cli.reconcile_now, &cli.command) {
+            let name = match command {
+                Command::Run => "run",
+                Command::Migrate => "migrate",
+                Command::Status { .. } => "status",
+                Command::Doctor { .. } => "doctor",
+                Command::Revert { .. } => "revert",
+                Command::Demo => "demo",
+            };
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--reconcile-now runs one pass and exits; it cannot be combined with `{name}`"),
+            ));
+        }
+        Ok(cli)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +132,22 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_stand_before_or_after_the_subcommand() {
+        for args in [
+            &["x", "--config", "c.toml", "run"][..],
+            &["x", "run", "--config", "c.toml"][..],
+            &["x", "--log-format", "json", "status"][..],
+            &["x", "status", "--log-format", "json", "--database-url", "postgres://h/d"][..],
+            &["x", "--config", "c.toml", "doctor", "--json"][..],
+        ] {
+            assert!(Cli::parse_args(args).is_ok(), "{args:?}");
+        }
+        let e = Cli::parse_args(["x", "--reconcile-now", "status"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(Cli::parse_args(["x", "status", "--limit", "-1"]).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! builds have no such variable (it is then an unknown one, refused like any other).
 
 /// The environment variable naming the fault point (debug builds only).
-pub const FAULT_ENV: &str = "SYNQALL_RECONCILER_TEST_FAULT";
+pub use crate::config::TEST_FAULT_ENV as FAULT_ENV;
 
 /// Panic here if the tests asked for a fault at `point`.
 pub fn hit(point: &str) {

@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use synqall_reconciler::cli::Cli;
 use synqall_reconciler::config::{LogFormat, Settings};
 use synqall_reconciler::{telemetry, Exit};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -44,6 +43,9 @@ fn main() -> ExitCode {
         cli.log_format.unwrap_or(settings.log.format),
         &settings.log.level,
     );
+    for warning in &settings.warnings {
+        tracing::warn!(warning = warning.as_str(), "configuration");
+    }
     // A panic is a bug: say so in the log format people grep, not as a bare stderr line.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "synqall-reconciler panicked");

@@ -10,8 +10,10 @@
 //! - [`schedule`]: `schedule.cron` as a typed, validated value.
 //! - [`values`]: the enum-valued keys and [`Secret`].
 //! - [`error`]: [`ConfigError`], naming the key.
+//! - [`numbers`]: whole numbers, strictly (no `1.5` rounded to 2, no saturation).
 
 pub mod error;
+pub mod numbers;
 pub mod schedule;
 pub mod values;
 
@@ -32,6 +34,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/synqall-reconciler/config.toml";
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SYNQALL_RECONCILER";
+/// Environment variables of ours besides `SYNQALL_RECONCILER__SECTION__KEY`.
+pub const KNOWN_VARIABLES: &[&str] = &["SYNQALL_RECONCILER_CONFIG", "SYNQALL_RECONCILER_LOG_FORMAT"];
+/// The tests' fault-injection variable (debug builds only; see `crate::fault`).
+pub const TEST_FAULT_ENV: &str = "SYNQALL_RECONCILER_TEST_FAULT";
 /// Name of the systemd credential holding the database URL.
 pub const DATABASE_URL_CREDENTIAL: &str = "database-url";
 
@@ -51,6 +57,10 @@ pub struct Settings {
     /// Absent from most configs: the endpoint is off unless `metrics.listen` is set.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// What is worth a WARN once logging is up (a world-readable file holding the URL, a
+    /// metrics endpoint on a public address).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,16 +69,23 @@ pub struct DatabaseSettings {
     pub url: Option<Secret>,
     pub url_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub statement_timeout_seconds: u64,
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub lock_timeout_seconds: u64,
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub connect_timeout_seconds: u64,
+    #[serde(deserialize_with = "numbers::whole_usize")]
     pub pool_size: usize,
     /// A repair transaction left idle this long (its process frozen) is ended by the server,
     /// releasing the row locks the app's increments wait for.
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub repair_idle_timeout_seconds: u64,
     /// How long a repair statement may wait for a lock.
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub repair_lock_timeout_seconds: u64,
     /// A whole pass (settle included) that runs longer is cancelled and recorded failed.
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub pass_timeout_seconds: u64,
 }
 
@@ -86,7 +103,9 @@ pub struct UsageSettings {
     pub period: Period,
     pub source: Source,
     pub rounding: Rounding,
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub settle_seconds: u64,
+    #[serde(deserialize_with = "numbers::whole_usize")]
     pub batch_size: usize,
     /// Call statuses the app uses; a call with any other is not counted and is reported.
     pub known_statuses: Vec<String>,
@@ -99,10 +118,12 @@ pub struct GuardSettings {
     /// Share of all organizations whose counters one pass may lower.
     pub max_lowered_share: f64,
     /// Below this many lowered counters the share is not looked at (small databases).
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub min_lowered_orgs: u64,
     /// Share of all billed minutes one pass may remove.
     pub max_removed_share: f64,
     /// Below this many removed minutes the share is not looked at.
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub min_removed_minutes: u64,
 }
 
@@ -115,8 +136,10 @@ pub struct OrphanSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockSettings {
+    #[serde(deserialize_with = "numbers::whole_i64")]
     pub key: i64,
     /// A holder whose heartbeat is older than this is taken over by a standby.
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub lease_seconds: u64,
 }
 
@@ -130,13 +153,16 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSettings {
+    #[serde(deserialize_with = "numbers::whole_u64")]
     pub stalled_after_seconds: u64,
+    #[serde(deserialize_with = "numbers::whole_usize")]
     pub max_critical_lines_per_pass: usize,
 }
 
@@ -156,6 +182,75 @@ fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Sock
             "{text:?} is not an address:port such as \"127.0.0.1:9464\""
         ))
     })
+}
+
+/// Variables that look like ours but are not: `SYNQALL_RECONCILER_USAGE__SETTLE_SECONDS` (one
+/// underscore) would otherwise be ignored in silence.
+fn refuse_unknown_variables(env: &[(String, String)]) -> Result<(), ConfigError> {
+    let known = |name: &str| {
+        name.starts_with(&format!("{ENV_PREFIX}__"))
+            || KNOWN_VARIABLES.contains(&name)
+            || (cfg!(debug_assertions) && name == TEST_FAULT_ENV)
+    };
+    let unknown: Vec<&str> = env
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.starts_with(ENV_PREFIX) && !known(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError {
+        key: None,
+        message: format!(
+            "unknown environment variable(s) {}: settings are {ENV_PREFIX}__SECTION__KEY (two \
+             underscores after the prefix and between section and key, e.g. \
+             {ENV_PREFIX}__USAGE__SETTLE_SECONDS); the others are {}",
+            unknown.join(", "),
+            KNOWN_VARIABLES.join(", ")
+        ),
+    })
+}
+
+/// Things worth a WARN at start-up that are not errors.
+fn warnings(settings: &Settings, file: Option<&Path>) -> Vec<String> {
+    let mut found = Vec::new();
+    let file = file.or_else(|| {
+        Path::new(SYSTEM_CONFIG_PATH)
+            .exists()
+            .then(|| Path::new(SYSTEM_CONFIG_PATH))
+    });
+    if let Some(path) = file {
+        use std::os::unix::fs::PermissionsExt as _;
+        let world_readable = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o004 != 0)
+            .unwrap_or(false);
+        let holds_url = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| {
+                config::Config::builder()
+                    .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+                    .build()
+                    .ok()
+            })
+            .is_some_and(|c| c.get_string("database.url").is_ok());
+        if world_readable && holds_url {
+            found.push(format!(
+                "{} holds database.url and is readable by every local user: move the URL to a \
+                 credential file (database.url_file, mode 0600) or chmod o-r the file",
+                path.display()
+            ));
+        }
+    }
+    if let Some(addr) = settings.metrics.listen {
+        if !addr.ip().is_loopback() {
+            found.push(format!(
+                "metrics.listen = {addr} is not a loopback address: the endpoint has no \
+                 authentication; bind it to 127.0.0.1 or a private interface, behind a firewall"
+            ));
+        }
+    }
+    found
 }
 
 /// A config file as a source: read here, so that an unreadable file's error names it, and a
@@ -212,6 +307,8 @@ impl Settings {
             }
             None => {}
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        refuse_unknown_variables(&env)?;
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
@@ -225,11 +322,12 @@ impl Settings {
                 .with_list_parse_key("usage.known_statuses")
                 .source(Some(env)),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(from_config_error)?;
         settings.validate()?;
+        settings.warnings = warnings(&settings, file);
         Ok(settings)
     }
 
@@ -258,6 +356,14 @@ impl Settings {
                 self.database.pass_timeout_seconds,
             ),
             ("lock.lease_seconds", self.lock.lease_seconds),
+            (
+                "database.lock_timeout_seconds",
+                self.database.lock_timeout_seconds,
+            ),
+            (
+                "alert.max_critical_lines_per_pass",
+                self.alert.max_critical_lines_per_pass as u64,
+            ),
             ("usage.batch_size", self.usage.batch_size as u64),
             ("shutdown.timeout_seconds", self.shutdown.timeout_seconds),
             (
@@ -302,6 +408,7 @@ impl Settings {
         if self.database.pool_size > 64 {
             return Err(ConfigError::key("database.pool_size", "must be at most 64"));
         }
+        self.schedule_fits_the_stall_alert()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::key(
                 "log.level",
@@ -309,6 +416,32 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Passes further apart than the stall threshold would make every gap a stall alert.
+    fn schedule_fits_the_stall_alert(&self) -> Result<(), ConfigError> {
+        let gap = self.schedule.cron.longest_gap();
+        let stalled_after = Duration::from_secs(self.alert.stalled_after_seconds);
+        if gap <= stalled_after {
+            return Ok(());
+        }
+        Err(ConfigError::key(
+            "schedule.cron",
+            format!(
+                "{} (UTC) runs passes up to {} s apart, longer than alert.stalled_after_seconds \
+                 = {}: every gap would be reported as a stall. {}Schedule passes more often, or \
+                 raise alert.stalled_after_seconds above {}",
+                self.schedule.cron.meaning(),
+                gap.as_secs(),
+                stalled_after.as_secs(),
+                self.schedule
+                    .cron
+                    .likely_meant()
+                    .map(|hint| format!("Did you mean `{hint}`? "))
+                    .unwrap_or_default(),
+                gap.as_secs()
+            ),
+        ))
     }
 
     /// Timeout applied to every statement.

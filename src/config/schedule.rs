@@ -20,6 +20,8 @@ const GAP_SAMPLE: usize = 64;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub struct CronSchedule {
+    /// As written in the configuration.
+    given: String,
     /// The 6-field form handed to the scheduler.
     expression: String,
     cron: Cron,
@@ -40,14 +42,22 @@ impl CronSchedule {
     /// # Errors
     /// A message saying what is wrong, for the `schedule.cron` config error.
     pub fn parse(expression: &str) -> Result<Self, String> {
+        let given = expression.trim().to_string();
         let fields: Vec<&str> = expression.split_whitespace().collect();
-        let expression = match fields.len() {
-            5 => format!("0 {}", fields.join(" ")),
-            6 => fields.join(" "),
-            n => {
+        let expression = match (fields.as_slice(), fields.len()) {
+            ([one], 1) if one.starts_with('@') => macro_expression(one).ok_or_else(|| {
+                format!(
+                    "`{one}` is not a schedule macro; use @yearly, @monthly, @weekly, @daily or \
+                     @hourly, or 5 fields (minute hour day month weekday)"
+                )
+            })?,
+            (_, 5) => format!("0 {}", fields.join(" ")),
+            (_, 6) => fields.join(" "),
+            (_, n) => {
                 return Err(format!(
                     "`{expression}` has {n} fields; expected 5 (minute hour day month weekday) \
-                     or 6 (second minute hour day month weekday), in UTC"
+                     or 6 (second minute hour day month weekday), in UTC, or a macro such as \
+                     @hourly"
                 ))
             }
         };
@@ -67,10 +77,36 @@ impl CronSchedule {
             .max()
             .unwrap_or_default();
         Ok(Self {
+            given,
             expression,
             cron,
             longest_gap,
         })
+    }
+
+    /// What the expression means, in words, for messages and the start-up line.
+    pub fn meaning(&self) -> String {
+        let fields = self.given.split_whitespace().count();
+        let form = match fields {
+            5 => " (5 fields: minute hour day month weekday)",
+            6 => " (6 fields: second minute hour day month weekday)",
+            _ => "",
+        };
+        format!("`{}`{form}", self.given)
+    }
+
+    /// For a schedule whose gaps are suspiciously long, the expression probably meant: `0 */5 *
+    /// * *` is minute 0 of every 5th hour; `*/5 * * * *` is every 5 minutes.
+    pub fn likely_meant(&self) -> Option<String> {
+        let fields: Vec<&str> = self.given.split_whitespace().collect();
+        match fields.as_slice() {
+            [minute, hour, "*", "*", "*"]
+                if minute.parse::<u32>().is_ok() && hour.starts_with("*/") =>
+            {
+                Some(format!("{hour} * * * *"))
+            }
+            _ => None,
+        }
     }
 
     /// The 6-field expression.
@@ -95,6 +131,19 @@ impl CronSchedule {
     }
 }
 
+/// The 6-field form of a schedule macro.
+fn macro_expression(name: &str) -> Option<String> {
+    let expression = match name {
+        "@yearly" | "@annually" => "0 0 0 1 1 *",
+        "@monthly" => "0 0 0 1 * *",
+        "@weekly" => "0 0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 0 * * *",
+        "@hourly" => "0 0 * * * *",
+        _ => return None,
+    };
+    Some(expression.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +159,21 @@ mod tests {
     fn six_fields_are_seconds_first() {
         let s = CronSchedule::parse("*/2 * * * * *").unwrap();
         assert_eq!(s.overdue_after(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn macros_mean_what_cron_means_by_them() {
+        let hourly = CronSchedule::parse("@hourly").unwrap();
+        assert_eq!(hourly.expression(), "0 0 * * * *");
+        assert_eq!(hourly.longest_gap(), Duration::from_secs(3600));
+        assert!(CronSchedule::parse("@sometimes").is_err());
+    }
+
+    #[test]
+    fn a_five_hour_schedule_suggests_five_minutes() {
+        let s = CronSchedule::parse("0 */5 * * *").unwrap();
+        assert_eq!(s.longest_gap(), Duration::from_secs(5 * 3600 - 0).max(s.longest_gap()));
+        assert_eq!(s.likely_meant().as_deref(), Some("*/5 * * * *"));
     }
 
     #[test]
