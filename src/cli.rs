@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many passes to show.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=10_000))]
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..=10_000))]
         limit: i64,
         /// Exit 2 when the last successful pass is older than this (or there is none): a check
         /// for cron, Nagios-style probes and scripts.
@@ -117,7 +117,9 @@ impl Cli {
             };
             return Err(Self::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
-                format!("--reconcile-now runs one pass and exits; it cannot be combined with `{name}`"),
+                format!(
+                    "--reconcile-now runs one pass and exits; it cannot be combined with `{name}`"
+                ),
             ));
         }
         Ok(cli)
@@ -140,7 +142,14 @@ mod tests {
             &["x", "--config", "c.toml", "run"][..],
             &["x", "run", "--config", "c.toml"][..],
             &["x", "--log-format", "json", "status"][..],
-            &["x", "status", "--log-format", "json", "--database-url", "postgres://h/d"][..],
+            &[
+                "x",
+                "status",
+                "--log-format",
+                "json",
+                "--database-url",
+                "postgres://h/d",
+            ][..],
             &["x", "--config", "c.toml", "doctor", "--json"][..],
         ] {
             assert!(Cli::parse_args(args).is_ok(), "{args:?}");

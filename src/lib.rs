@@ -153,11 +153,14 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             }
             Ok(Exit::Ok)
         }
-        (Some(Command::Status {
-            json,
-            limit,
-            max_age,
-        }), _) => {
+        (
+            Some(Command::Status {
+                json,
+                limit,
+                max_age,
+            }),
+            _,
+        ) => {
             let status = async {
                 let db = Database::new(&target, &settings)?;
                 let report = deadline(&settings, "status", status::status(&db, *limit)).await??;
@@ -174,8 +177,8 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         (Some(Command::Doctor { json }), _) => {
             let doctor = async {
                 let db = Database::new(&target, &settings)?;
-                let report =
-                    deadline(&settings, "doctor", doctor::doctor(&db, &settings, &target)).await??;
+                let report = deadline(&settings, "doctor", doctor::doctor(&db, &settings, &target))
+                    .await??;
                 print_report(&report, *json)?;
                 Ok(if report.failed() {
                     Exit::DriftLeft

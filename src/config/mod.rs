@@ -35,7 +35,8 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/synqall-reconciler/config.toml";
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SYNQALL_RECONCILER";
 /// Environment variables of ours besides `SYNQALL_RECONCILER__SECTION__KEY`.
-pub const KNOWN_VARIABLES: &[&str] = &["SYNQALL_RECONCILER_CONFIG", "SYNQALL_RECONCILER_LOG_FORMAT"];
+pub const KNOWN_VARIABLES: &[&str] =
+    &["SYNQALL_RECONCILER_CONFIG", "SYNQALL_RECONCILER_LOG_FORMAT"];
 /// The tests' fault-injection variable (debug builds only; see `crate::fault`).
 pub const TEST_FAULT_ENV: &str = "SYNQALL_RECONCILER_TEST_FAULT";
 /// Name of the systemd credential holding the database URL.

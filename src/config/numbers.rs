@@ -19,12 +19,7 @@ macro_rules! strict {
             type Value = $ty;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(
-                    f,
-                    "a whole number from {} to {}",
-                    <$ty>::MIN,
-                    <$ty>::MAX
-                )
+                write!(f, "a whole number from {} to {}", <$ty>::MIN, <$ty>::MAX)
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<$ty, E> {
@@ -36,6 +31,13 @@ macro_rules! strict {
             }
 
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<$ty, E> {
+                // Beyond 2^53 the config crate has already turned the text into a float.
+                if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
+                    return Err(E::custom(format!(
+                        "{v:e} is out of range (expected {})",
+                        Expecting(&self)
+                    )));
+                }
                 Err(E::custom(format!(
                     "{v} is not a whole number (expected {})",
                     Expecting(&self)

@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn a_five_hour_schedule_suggests_five_minutes() {
         let s = CronSchedule::parse("0 */5 * * *").unwrap();
-        assert_eq!(s.longest_gap(), Duration::from_secs(5 * 3600 - 0).max(s.longest_gap()));
+        assert_eq!(
+            s.longest_gap(),
+            Duration::from_secs(5 * 3600 - 0).max(s.longest_gap())
+        );
         assert_eq!(s.likely_meant().as_deref(), Some("*/5 * * * *"));
     }
 
