@@ -236,3 +236,37 @@ async fn daemon_with_a_garbage_schedule_exits_78_naming_the_key() {
     assert_eq!(out.code(), 78, "{}", out.stderr);
     assert!(out.stderr.contains("schedule.cron"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn commands_run_by_hand_find_the_credential_beside_the_config_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // The package's layout: /etc/synqall-reconciler/{config.toml,database-url}, the URL file
+    // root-only, the unit loading it as its credential. Run by hand (no CREDENTIALS_DIRECTORY,
+    // no DATABASE_URL), the commands read the same file.
+    let db = TestDb::seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let credential = dir.path().join("database-url");
+    std::fs::write(&credential, format!("{}\n", db.url)).unwrap();
+    std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.to_str().unwrap();
+
+    let out = run_bin(&["--config", config, "migrate"], &[], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let out = run_bin(&["--reconcile-now", "--config", config], &[], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let out = run_bin(&["status", "--config", config, "--json"], &[], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("status JSON");
+    assert!(status["last_success_at"].is_string(), "{status}");
+    let out = run_bin(&["doctor", "--config", config], &[], &[]).await;
+    assert!(matches!(out.code(), 0 | 2), "{}", out.stderr);
+    assert!(out.stdout.contains("OK"), "{}", out.stdout);
+
+    // Without the file, the error says where it looked.
+    std::fs::remove_file(&credential).unwrap();
+    let out = run_bin(&["status", "--config", config], &[], &[]).await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    assert!(out.stderr.contains("database-url"), "{}", out.stderr);
+}

@@ -62,6 +62,11 @@ pub struct Settings {
     /// metrics endpoint on a public address).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The directory of the config file in use (of [`SYSTEM_CONFIG_PATH`] when there is none):
+    /// its `database-url` file is the credential the unit loads, so that `status` and `doctor`
+    /// run by hand on the box find the same database.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +334,14 @@ impl Settings {
             .map_err(from_config_error)?;
         settings.validate()?;
         settings.warnings = warnings(&settings, file);
+        settings.config_dir = file
+            .and_then(Path::parent)
+            .unwrap_or_else(|| {
+                Path::new(SYSTEM_CONFIG_PATH)
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+            })
+            .to_path_buf();
         Ok(settings)
     }
 

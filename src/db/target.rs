@@ -34,7 +34,9 @@ impl fmt::Debug for DatabaseTarget {
 }
 
 /// The connection target, resolved from (in order) `cli_url` (`--database-url` or
-/// `DATABASE_URL`), `database.url`, `database.url_file`, and the systemd credential.
+/// `DATABASE_URL`), `database.url`, `database.url_file`, the systemd credential
+/// (`$CREDENTIALS_DIRECTORY/database-url`, inside the unit), and the file the unit loads that
+/// credential from (`database-url` beside the config file, for commands run by hand as root).
 ///
 /// # Errors
 /// No URL anywhere, an unreadable file, a malformed URL, or the transaction pooler port.
@@ -61,7 +63,22 @@ pub fn resolve(
             read_secret_file(DATABASE_URL_CREDENTIAL, &path)?,
         )
     } else {
-        return Err(no_url_error());
+        let path = settings.config_dir.join(DATABASE_URL_CREDENTIAL);
+        if !path.exists() {
+            return Err(no_url_error());
+        }
+        let url = std::fs::read_to_string(&path)
+            .map(|s| Secret::new(s.trim()))
+            .map_err(|e| {
+                ConfigError::key(
+                    "database.url",
+                    format!(
+                        "cannot read {}: {e}; it is the unit's credential, readable by root                          only: run as root, or pass --database-url",
+                        path.display()
+                    ),
+                )
+            })?;
+        return DatabaseTarget::parse(&path.display().to_string(), url);
     };
     DatabaseTarget::parse(key, url)
 }
@@ -70,7 +87,8 @@ fn no_url_error() -> ConfigError {
     ConfigError::key(
         "database.url",
         "no database URL: set --database-url, DATABASE_URL, database.url, database.url_file, \
-         or the systemd credential `database-url`",
+         or the systemd credential `database-url` (the file database-url beside the config \
+         file, /etc/synqall-reconciler/database-url by default)",
     )
 }
 
