@@ -85,7 +85,7 @@ async fn one_refused_row_fails_alone_and_the_pass_is_partial_everywhere() {
 }
 
 #[tokio::test]
-async fn a_daemon_counts_a_partial_pass_as_partial_in_its_metrics() {
+async fn a_daemon_counts_a_partial_pass_as_partial_in_its_metrics_and_the_alert_fires() {
     let db = TestDb::migrated().await;
     let orgs = drifted(&db, 2).await;
     refuse_updates_of(&db, orgs[0]).await;
@@ -95,16 +95,40 @@ async fn a_daemon_counts_a_partial_pass_as_partial_in_its_metrics() {
     };
     let mut daemon = Daemon::start(&db.url, &[("SYNQALL_RECONCILER__METRICS__LISTEN", &addr)]);
     daemon.wait_for("reconcile pass finished", 2, 15).await;
-    let body = common::http_get(&addr, "/metrics").await.1;
+    let first = common::http_get(&addr, "/metrics").await.1;
     let partial = common::sample(
-        &body,
+        &first,
         "synqall_reconciler_passes_total{outcome=\"partial\"}",
     );
-    assert!(partial >= 2.0, "{body}");
+    assert!(partial >= 2.0, "{first}");
     assert_eq!(
-        common::sample(&body, "synqall_reconciler_passes_total{outcome=\"ok\"}"),
+        common::sample(&first, "synqall_reconciler_passes_total{outcome=\"ok\"}"),
         0.0
     );
+    assert!(
+        common::sample(
+            &first,
+            "synqall_reconciler_repairs_total{outcome=\"failed\"}"
+        ) >= 2.0
+    );
+    assert_eq!(
+        common::sample(&first, "synqall_reconciler_drift_unrepaired"),
+        1.0,
+        "{first}"
+    );
+    daemon.wait_for("reconcile pass finished", 4, 15).await;
+    let second = common::http_get(&addr, "/metrics").await.1;
+    // Fed to the shipped rules as two scrapes a minute apart: the partial alert fires.
+    assert!(common::promtool::fires(
+        &[&first, &second],
+        "SynqallReconcilerPartial",
+        5
+    ));
+    assert!(!common::promtool::fires(
+        &[&first, &second],
+        "SynqallReconcilerStalled",
+        5
+    ));
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait(15).await, Some(0));
 }

@@ -39,6 +39,16 @@ struct State {
     /// Why it is not healthy, as far as known.
     last_error: Option<String>,
     alerted: bool,
+    /// Whether the latest journal read succeeded.
+    database_up: bool,
+}
+
+/// The state as the metrics show it.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthView {
+    pub last_success: Option<DateTime<Utc>>,
+    pub stalled: bool,
+    pub database_up: bool,
 }
 
 impl Health {
@@ -51,6 +61,7 @@ impl Health {
                 baseline: Utc::now(),
                 last_error: None,
                 alerted: false,
+                database_up: false,
             })),
         }
     }
@@ -62,12 +73,21 @@ impl Health {
     /// Read the journal now and update the state; log the stall or recovery line if due.
     pub async fn refresh(&self, db: &Database) {
         match tokio::time::timeout(READ_TIMEOUT, read_journal(db)).await {
-            Ok(Ok(journal)) => self.apply(journal),
-            Ok(Err(e)) => self.note_error(e),
-            Err(_) => self.note_error(format!(
-                "reading reconciler.runs took longer than {} s",
-                READ_TIMEOUT.as_secs()
-            )),
+            Ok(Ok(journal)) => {
+                self.lock().database_up = true;
+                self.apply(journal);
+            }
+            Ok(Err(e)) => {
+                self.lock().database_up = false;
+                self.note_error(e);
+            }
+            Err(_) => {
+                self.lock().database_up = false;
+                self.note_error(format!(
+                    "reading reconciler.runs took longer than {} s",
+                    READ_TIMEOUT.as_secs()
+                ));
+            }
         }
     }
 
@@ -122,6 +142,21 @@ impl Health {
     /// Whether a stall is being reported (for STATUS and the metrics).
     pub fn is_stalled(&self) -> bool {
         self.lock().alerted
+    }
+
+    /// The stall threshold (`alert.stalled_after_seconds`).
+    pub fn stalled_after(&self) -> Duration {
+        self.stalled_after
+    }
+
+    /// What the metrics show.
+    pub fn view(&self) -> HealthView {
+        let s = self.lock();
+        HealthView {
+            last_success: s.last_success,
+            stalled: s.alerted,
+            database_up: s.database_up,
+        }
     }
 
     /// The last successful pass in the journal, as far as known.

@@ -107,13 +107,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let db = Database::new(&target, &settings)?;
-    let metrics = Arc::new(Metrics::default());
     let (tick_tx, ticks) = mpsc::channel::<()>(1);
     let pass_running = Arc::new(AtomicBool::new(false));
     let progress = Progress::default();
     progress.bump();
     let stalled_after = Duration::from_secs(settings.alert.stalled_after_seconds);
     let health = Health::new(stalled_after);
+    let metrics = Arc::new(Metrics::new(health.clone()));
     let mut services =
         start_services(&settings, &metrics, tick_tx, &pass_running, &progress).await?;
     services.health_monitor = health.spawn_monitor(db.clone(), health_interval(stalled_after));

@@ -8,6 +8,7 @@
 //! - [`damaged`]: the damaged database most end-to-end tests start from.
 //! - [`http`]: scraping the metrics endpoint.
 //! - [`pgbouncer`]: a real pgbouncer in front of a test cluster.
+//! - [`promtool`]: real scrapes fed to the shipped alert rules.
 //! - [`app`]: a stand-in for the web app writing beside the reconciler.
 //!
 //! PostgreSQL missing is a failure with a message saying what to install, never a skip.
@@ -22,6 +23,7 @@ pub mod damaged;
 pub mod fixtures;
 pub mod http;
 pub mod pgbouncer;
+pub mod promtool;
 pub mod runner;
 
 pub use cluster::{cluster, cluster_with, connect, empty_cluster};
