@@ -126,7 +126,8 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
             "applied V3__reconciler_role",
             "applied V4__revert_and_periods",
             "applied V5__safety",
-            "applied V6__lease"
+            "applied V6__lease",
+            "applied V7__ledger_mismatches"
         ]
     );
     // Everything else is what the server said, under the migration that made it say so.

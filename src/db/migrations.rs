@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lease",
         sql: include_str!("../../migrations/V6__lease.sql"),
     },
+    Migration {
+        version: 7,
+        name: "ledger_mismatches",
+        sql: include_str!("../../migrations/V7__ledger_mismatches.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).

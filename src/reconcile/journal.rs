@@ -127,6 +127,7 @@ pub async fn close_run(
                 &n(report.refused),
                 &fence.key,
                 &fence.pid,
+                &n(report.ledger_mismatches),
             ],
         )
         .await

@@ -18,6 +18,7 @@ pub const INSERT_RUN: &str = include_str!("sql/insert_run.sql");
 pub const FINISH_RUN: &str = include_str!("sql/finish_run.sql");
 pub const CLOSE_ABANDONED_RUNS: &str = include_str!("sql/close_abandoned_runs.sql");
 pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
+pub const SYNC_MISMATCHES: &str = include_str!("sql/sync_mismatches.sql");
 
 const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
 const LOCK_ORGS_TEMPLATE: &str = include_str!("sql/lock_orgs.sql");

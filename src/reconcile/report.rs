@@ -212,18 +212,6 @@ pub fn log_update_failed(run_id: Uuid, org_id: Uuid, error: &str) {
     tracing::error!(%org_id, error, %run_id, "Failed to update organization");
 }
 
-/// The `WARN ledger mismatch …` line.
-pub fn log_ledger_mismatch(run_id: Uuid, org: &OrgUsage) {
-    warn!(
-        org_id = %org.org_id,
-        org_name = %NullableText(org.name.as_deref()),
-        calls_minutes = org.calls_minutes,
-        metrics_minutes = org.metrics_minutes,
-        %run_id,
-        "ledger mismatch between calls and usage_metrics"
-    );
-}
-
 /// The one INFO line per pass.
 pub fn log_summary(report: &PassReport) {
     info!(

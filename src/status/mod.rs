@@ -34,6 +34,8 @@ pub struct RunSummary {
     pub reverted_run_id: Option<Uuid>,
     /// Counters reset at a calendar-month boundary (not drift).
     pub period_resets: Option<i32>,
+    /// Organizations whose ledgers disagreed at this pass.
+    pub ledger_mismatches: Option<i32>,
 }
 
 /// What `status` prints.
@@ -41,6 +43,10 @@ pub struct RunSummary {
 pub struct StatusReport {
     pub last_success_at: Option<DateTime<Utc>>,
     pub seconds_since_last_success: Option<i64>,
+    /// Organizations whose calls and usage_metrics ledgers disagree now (as of the latest
+    /// pass), and since when the oldest of them does.
+    pub ledger_mismatches: i64,
+    pub oldest_mismatch_at: Option<DateTime<Utc>>,
     pub runs: Vec<RunSummary>,
 }
 
@@ -81,11 +87,14 @@ pub async fn status(db: &Database, limit: i64) -> Result<StatusReport, DbError> 
             error: r.get("error"),
             reverted_run_id: r.get("reverted_run_id"),
             period_resets: r.get("period_resets"),
+            ledger_mismatches: r.get("ledger_mismatches"),
         })
         .collect();
     Ok(StatusReport {
         seconds_since_last_success: last_success_at.map(|last| (now - last).num_seconds()),
         last_success_at,
+        ledger_mismatches: last.get("ledger_mismatches"),
+        oldest_mismatch_at: last.get("oldest_mismatch_at"),
         runs,
     })
 }
@@ -118,6 +127,15 @@ impl fmt::Display for StatusReport {
                 at.format("%Y-%m-%dT%H:%M:%SZ")
             )?,
             _ => writeln!(f, "last successful pass: never")?,
+        }
+        match (self.ledger_mismatches, self.oldest_mismatch_at) {
+            (0, _) | (_, None) => writeln!(f, "ledger mismatches: none")?,
+            (n, Some(since)) => writeln!(
+                f,
+                "ledger mismatches: {n} organizations (calls and usage_metrics disagree; the \
+                 oldest since {})",
+                since.format("%Y-%m-%dT%H:%M:%SZ")
+            )?,
         }
         if self.runs.is_empty() {
             return writeln!(f, "no passes recorded yet");

@@ -94,6 +94,7 @@ impl<'a> Pass<'a> {
         let period_start = usage::period_start(self.settings.usage.period, Utc::now());
         let scan = self.scan(&client, &queries, period_start).await?;
         self.report_disagreements(&scan);
+        self.ledger_mismatches(&client, &scan).await?;
         let drifted = self
             .classify_drift(&client, &queries, scan, period_start)
             .await?;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{Client, Pass, PROGRESS_EVERY};
 use crate::db::{DbError, QueryContext};
 use crate::reconcile::guard;
+use crate::reconcile::mismatch::{self, LedgerMismatch};
 use crate::reconcile::queries::{self, PassQueries};
 use crate::reconcile::report;
 use crate::reconcile::usage::{self, OrgUsage, UsageScan};
@@ -49,7 +50,7 @@ impl Pass<'_> {
     }
 
     /// Step 6 (reports that are not corrections): unknown call statuses, unowned usage rows,
-    /// ledger mismatches, organizations over their quota.
+    /// organizations over their quota. (Ledger mismatches: [`Pass::ledger_mismatches`].)
     pub(super) fn report_disagreements(&mut self, scan: &UsageScan) {
         let run_id = self.report.run_id;
         let source = self.settings.usage.source;
@@ -68,14 +69,6 @@ impl Pass<'_> {
                 "usage_metrics rows without organization_id ignored"
             );
         }
-        let mut mismatch_budget = self.budget("ledger mismatch");
-        for org in scan.disagreeing.iter().filter(|o| o.ledgers_disagree()) {
-            self.report.ledger_mismatches += 1;
-            if mismatch_budget.allow() {
-                report::log_ledger_mismatch(run_id, org);
-            }
-        }
-        mismatch_budget.finish(run_id, false);
         let mut quota_budget = self.budget("over quota");
         for org in scan.disagreeing.iter().filter(|o| o.is_over_quota(source)) {
             self.report.over_quota += 1;
@@ -84,6 +77,35 @@ impl Pass<'_> {
             }
         }
         quota_budget.finish(run_id, false);
+    }
+
+    /// Step 6, ledger mismatches: kept as state, so only what appeared, changed or resolved
+    /// since the last pass is logged; a dry run writes nothing and lists every current one.
+    pub(super) async fn ledger_mismatches(
+        &mut self,
+        client: &Client,
+        scan: &UsageScan,
+    ) -> Result<(), DbError> {
+        let run_id = self.report.run_id;
+        let current: Vec<&OrgUsage> = scan
+            .disagreeing
+            .iter()
+            .filter(|o| o.ledgers_disagree())
+            .collect();
+        self.report.ledger_mismatches = current.len() as u64;
+        let to_log = if self.options.dry_run {
+            current.iter().map(|o| LedgerMismatch::current(o)).collect()
+        } else {
+            mismatch::sync(&***client, &current, run_id, self.lock.fence()).await?
+        };
+        let mut budget = self.budget("ledger mismatch");
+        for mismatch in &to_log {
+            if budget.allow() {
+                mismatch.log(run_id);
+            }
+        }
+        budget.finish(run_id, false);
+        Ok(())
     }
 
     /// Step 4: which disagreeing organizations drifted; with a calendar month, which of those
