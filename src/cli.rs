@@ -93,6 +93,14 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
 }
 
 impl Cli {
+    /// `status --json` or `doctor --json`: stdout is JSON, also on error.
+    pub fn wants_json_report(&self) -> bool {
+        matches!(
+            self.command,
+            Some(Command::Status { json: true, .. } | Command::Doctor { json: true })
+        )
+    }
+
     /// Parse `args`: the global options (`--config`, `--database-url`, `--log-format`) may
     /// stand before or after a subcommand; only `--reconcile-now` (and its companions) cannot
     /// be combined with one.

@@ -161,32 +161,27 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             }),
             _,
         ) => {
-            let status = async {
-                let db = Database::new(&target, &settings)?;
-                let report = deadline(&settings, "status", status::status(&db, *limit)).await??;
-                print_report(&report, *json)?;
-                let stale = max_age.is_some_and(|max| {
-                    report
-                        .seconds_since_last_success
-                        .is_none_or(|age| age > i64::try_from(max).unwrap_or(i64::MAX))
-                });
-                Ok(if stale { Exit::DriftLeft } else { Exit::Ok })
-            };
-            json_on_error(*json, status.await)
+            let db = Database::new(&target, &settings)?;
+            let report = deadline(&settings, "status", status::status(&db, *limit)).await??;
+            print_report(&report, *json)?;
+            // --max-age: a check for cron and probes; no success at all is stale too.
+            let stale = max_age.is_some_and(|max| {
+                report
+                    .seconds_since_last_success
+                    .is_none_or(|age| age > i64::try_from(max).unwrap_or(i64::MAX))
+            });
+            Ok(if stale { Exit::DriftLeft } else { Exit::Ok })
         }
         (Some(Command::Doctor { json }), _) => {
-            let doctor = async {
-                let db = Database::new(&target, &settings)?;
-                let report = deadline(&settings, "doctor", doctor::doctor(&db, &settings, &target))
-                    .await??;
-                print_report(&report, *json)?;
-                Ok(if report.failed() {
-                    Exit::DriftLeft
-                } else {
-                    Exit::Ok
-                })
-            };
-            json_on_error(*json, doctor.await)
+            let db = Database::new(&target, &settings)?;
+            let report =
+                deadline(&settings, "doctor", doctor::doctor(&db, &settings, &target)).await??;
+            print_report(&report, *json)?;
+            Ok(if report.failed() {
+                Exit::DriftLeft
+            } else {
+                Exit::Ok
+            })
         }
         (Some(Command::Revert { run_id }), _) => {
             let db = Database::new(&target, &settings)?;
@@ -237,19 +232,6 @@ async fn deadline<T>(
 fn shutdown_token() -> Result<tokio_util::sync::CancellationToken, Error> {
     daemon::shutdown::listen()
         .map_err(|e| Error::Other(format!("Failed to install signal handlers: {e}")))
-}
-
-/// With `--json`, stdout is JSON whatever happens: a failure is `{"error": …, "exit_code": …}`
-/// there too (and the usual ERROR line on stderr).
-fn json_on_error(json: bool, result: Result<Exit, Error>) -> Result<Exit, Error> {
-    if let (true, Err(e)) = (json, &result) {
-        let body = serde_json::json!({
-            "error": telemetry::error_chain(e),
-            "exit_code": e.exit() as u8,
-        });
-        println!("{body}");
-    }
-    result
 }
 
 /// A command's report on stdout: its table, or JSON with `--json`.

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("ERROR {e}");
             }
+            json_error_on_stdout(&cli, &e.to_string(), Exit::Config);
             return ExitCode::from(Exit::Config as u8);
         }
     };
@@ -68,8 +69,20 @@ fn main() -> ExitCode {
                 exit_code = e.exit() as u8,
                 "synqall-reconciler failed"
             );
+            json_error_on_stdout(&cli, &telemetry::error_chain(&e), e.exit());
             e.exit()
         }
     };
     ExitCode::from(exit as u8)
+}
+
+/// `status --json` and `doctor --json` print JSON on stdout whatever happens, for the scripts
+/// that parse it: a failure is `{"error": …, "exit_code": …}` (the ERROR line is on stderr).
+fn json_error_on_stdout(cli: &Cli, error: &str, exit: Exit) {
+    if cli.wants_json_report() {
+        println!(
+            "{}",
+            serde_json::json!({ "error": error, "exit_code": exit as u8 })
+        );
+    }
 }

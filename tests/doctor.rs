@@ -161,8 +161,21 @@ async fn drift_and_orphans_are_warnings_with_numbers_and_json_parses() {
         detail.contains("\"Acme\" stored=3 expected=10 delta=7"),
         "{detail}"
     );
+    // The numbers are fields too, for scripts.
+    assert_eq!(sync["facts"]["drifted"], 2, "{sync}");
+    assert_eq!(sync["facts"]["orgs_checked"], 2, "{sync}");
+    assert!(
+        sync["facts"]["minutes_missing"].as_i64().unwrap() >= 7,
+        "{sync}"
+    );
+    assert_eq!(report["summary"]["fail"], 0, "{report}");
+    assert_eq!(
+        report["summary"]["warn"].as_u64().unwrap() as usize,
+        checks.iter().filter(|c| c["verdict"] == "WARN").count()
+    );
     let orphans = find("orphaned calls");
     assert_eq!(orphans["verdict"], "WARN");
+    assert_eq!(orphans["facts"]["orphaned_completed"], 1, "{orphans}");
     assert!(orphans["detail"]
         .as_str()
         .unwrap()

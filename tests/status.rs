@@ -115,3 +115,56 @@ async fn status_json_carries_every_column_of_the_run_row() {
         assert_eq!(run["reverted_run_id"], reverted, "{run}");
     }
 }
+
+#[tokio::test]
+async fn status_max_age_exits_2_when_the_last_success_is_older_or_missing() {
+    let (db, _) = damaged_db().await;
+    let never = db.run(&["status", "--max-age", "600"], &[]).await;
+    assert_eq!(never.code(), 2, "no success yet: {}", never.stdout);
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    let fresh = db.run(&["status", "--max-age", "600"], &[]).await;
+    assert_eq!(fresh.code(), 0, "{}", fresh.stdout);
+    db.exec(
+        "UPDATE reconciler.runs SET started_at = now() - interval '2 hours',
+                                    finished_at = now() - interval '2 hours'",
+    )
+    .await;
+    let stale = db.run(&["status", "--max-age", "600", "--json"], &[]).await;
+    assert_eq!(stale.code(), 2, "{}", stale.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stale.stdout).expect("JSON");
+    assert!(report["seconds_since_last_success"].as_i64().unwrap() >= 7200);
+}
+
+#[tokio::test]
+async fn status_and_doctor_json_print_json_when_the_database_is_down() {
+    for command in ["status", "doctor"] {
+        let out = common::run_bin(
+            &[command, "--json"],
+            &[(
+                "DATABASE_URL",
+                "postgres://u:secret-pw@127.0.0.1:1/postgres",
+            )],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code(), 1, "{}", out.stderr);
+        let body: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{command} --json stdout is not JSON ({e}): {:?}",
+                out.stdout
+            )
+        });
+        assert_eq!(body["exit_code"], 1, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("connect"),
+            "{body}"
+        );
+        assert!(!out.stdout.contains("secret-pw"), "{}", out.stdout);
+    }
+    // A configuration error too (exit 78).
+    let out = common::run_bin(&["status", "--json"], &[], &[]).await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    let body: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on exit 78");
+    assert_eq!(body["exit_code"], 78, "{body}");
+}

@@ -38,7 +38,7 @@ pub(super) async fn used_minutes_column(client: &impl GenericClient) -> Result<C
         .context("count NULL counters")?
         .get(0);
     let detail = format!("present ({data_type}), {nulls} organization(s) with NULL");
-    Ok(if data_type != "integer" && data_type != "bigint" {
+    let check = if data_type != "integer" && data_type != "bigint" {
         Check::warn(
             NAME,
             detail,
@@ -52,7 +52,10 @@ pub(super) async fn used_minutes_column(client: &impl GenericClient) -> Result<C
         )
     } else {
         Check::ok(NAME, detail)
-    })
+    };
+    Ok(check
+        .fact("data_type", data_type)
+        .fact("null_counters", nulls))
 }
 
 const SYNC: &str = "counters in sync";
@@ -90,14 +93,17 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         call_statuses(&scan),
     ];
     if source == Source::UsageMetrics && scan.unowned_metric_minutes > 0 {
-        checks.push(Check::warn(
-            "usage_metrics without organization",
-            format!(
-                "{} minutes in rows with NULL organization_id",
-                scan.unowned_metric_minutes
-            ),
-            "these minutes count for nobody; attribute the rows by hand",
-        ));
+        checks.push(
+            Check::warn(
+                "usage_metrics without organization",
+                format!(
+                    "{} minutes in rows with NULL organization_id",
+                    scan.unowned_metric_minutes
+                ),
+                "these minutes count for nobody; attribute the rows by hand",
+            )
+            .fact("unowned_metric_minutes", scan.unowned_metric_minutes),
+        );
     }
     checks
 }
@@ -106,8 +112,10 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
 fn call_statuses(scan: &UsageScan) -> Check {
     const NAME: &str = "call statuses";
     if scan.unknown_statuses.is_empty() {
-        return Check::ok(NAME, "every call has a status in usage.known_statuses");
+        return Check::ok(NAME, "every call has a status in usage.known_statuses")
+            .fact("uncounted_calls", 0);
     }
+    let uncounted: i64 = scan.unknown_statuses.iter().map(|(_, n)| n).sum();
     let listed = scan
         .unknown_statuses
         .iter()
@@ -124,6 +132,7 @@ fn call_statuses(scan: &UsageScan) -> Check {
          or add a status the app really uses to usage.known_statuses; where such calls were \
          billed, the pass lowers the counter",
     )
+    .fact("uncounted_calls", uncounted)
 }
 
 /// Drifted counters, the worst named with their numbers.
@@ -144,7 +153,9 @@ fn counters_in_sync(scan: &UsageScan, settings: &Settings) -> Check {
         return Check::ok(
             SYNC,
             format!("all {} organizations match ({basis})", scan.orgs_checked),
-        );
+        )
+        .fact("orgs_checked", scan.orgs_checked)
+        .fact("drifted", 0);
     }
     let worst = drifted
         .iter()
@@ -173,6 +184,19 @@ fn counters_in_sync(scan: &UsageScan, settings: &Settings) -> Check {
         "synqall-reconciler --reconcile-now (or wait for the daemon's next pass); \
          a drift that persists across passes is an increment the app keeps losing",
     )
+    .fact("orgs_checked", scan.orgs_checked)
+    .fact("drifted", drifted.len())
+    .fact(
+        "minutes_missing",
+        drifted.iter().map(|o| o.delta(source).max(0)).sum::<i64>(),
+    )
+    .fact(
+        "minutes_overbilled",
+        drifted
+            .iter()
+            .map(|o| (-o.delta(source)).max(0))
+            .sum::<i64>(),
+    )
 }
 
 /// Organizations whose two ledgers disagree, the first named.
@@ -186,7 +210,8 @@ fn ledgers_agree(scan: &UsageScan, source: Source) -> Check {
         return Check::ok(
             LEDGERS,
             "calls and usage_metrics agree for every organization",
-        );
+        )
+        .fact("mismatches", 0);
     }
     let worst = mismatched
         .iter()
@@ -211,6 +236,7 @@ fn ledgers_agree(scan: &UsageScan, source: Source) -> Check {
             source.as_str()
         ),
     )
+    .fact("mismatches", mismatched.len())
 }
 
 /// The seed's "orphaned calls" check, extended to calls not completed, and bad durations.
@@ -236,7 +262,9 @@ pub(super) async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, D
              the rest are named in `WARN orphaned call ambiguous` / `without membership` lines \
              and need a human decision",
         )
-    };
+    }
+    .fact("orphaned_completed", completed)
+    .fact("orphaned_other", other);
     let detail = format!(
         "{nulls} completed call(s) with NULL duration_minutes, {negatives} negative, {invalid} \
          not a usable number (NaN, infinite, beyond bigint), all counted as 0; \
@@ -251,7 +279,11 @@ pub(super) async fn orphans(client: &impl GenericClient) -> Result<Vec<Check>, D
             "correct these calls' duration_minutes (and those usage_metrics values); the \
              counters follow on the next pass",
         )
-    };
+    }
+    .fact("null_durations", nulls)
+    .fact("negative_durations", negatives)
+    .fact("invalid_durations", invalid)
+    .fact("invalid_metric_values", invalid_metrics);
     Ok(vec![orphans, durations])
 }
 
@@ -261,7 +293,7 @@ pub(super) async fn orphaned_users(client: &impl GenericClient) -> Check {
         Ok(row) => {
             let n: i64 = row.get(0);
             let detail = format!("{n} user(s) in auth.users without any organization");
-            if n == 0 {
+            let check = if n == 0 {
                 Check::ok(NAME, detail)
             } else {
                 Check::warn(
@@ -270,7 +302,8 @@ pub(super) async fn orphaned_users(client: &impl GenericClient) -> Check {
                     "the invitation flow should give every user an organization; their calls \
                      cannot be attributed until it does",
                 )
-            }
+            };
+            check.fact("orphaned_users", n)
         }
         Err(e) => Check::not_checked(NAME, error_chain(&e)),
     }

@@ -58,7 +58,7 @@ pub(super) async fn last_success(
         (Some(id), Some(at)) => {
             let age = (now - at).num_seconds();
             let detail = format!("{age} s ago (run {id}, finished {at}){latest}");
-            if age > stalled_after {
+            let check = if age > stalled_after {
                 Check::fail(
                     NAME,
                     format!("{detail}; older than alert.stalled_after_seconds = {stalled_after}"),
@@ -67,7 +67,11 @@ pub(super) async fn last_success(
                 )
             } else {
                 Check::ok(NAME, detail)
-            }
+            };
+            check
+                .fact("seconds_since_last_success", age)
+                .fact("run_id", id.to_string())
+                .fact("stalled_after_seconds", stalled_after)
         }
         _ => Check::warn(
             NAME,

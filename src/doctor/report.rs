@@ -1,6 +1,7 @@
 //! What `doctor` prints: one [`Check`] per line (`OK`, `WARN` or `FAIL`, the numbers, the fix),
 //! gathered in a [`DoctorReport`] that renders as a table or as JSON.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -33,6 +34,9 @@ pub struct Check {
     pub detail: String,
     /// What to do about it (absent when OK).
     pub fix: Option<String>,
+    /// The numbers in `detail`, as fields for scripts (`--json`): `{"drifted": 3, …}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<&'static str, serde_json::Value>,
 }
 
 impl Check {
@@ -42,7 +46,14 @@ impl Check {
             verdict: Verdict::Ok,
             detail: detail.into(),
             fix: None,
+            facts: BTreeMap::new(),
         }
+    }
+
+    /// Add a number (or other value) behind the prose, for `--json`.
+    pub(super) fn fact(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.facts.insert(key, value.into());
+        self
     }
 
     pub(super) fn warn(
@@ -67,6 +78,7 @@ impl Check {
             verdict,
             detail,
             fix: Some(fix),
+            facts: BTreeMap::new(),
         }
     }
 
@@ -80,11 +92,20 @@ impl Check {
     }
 }
 
-/// Everything `doctor` found.
-#[derive(Debug, Clone, Serialize)]
+/// Everything `doctor` found. As JSON: `{"database", "summary": {"fail", "warn", "ok"},
+/// "checks": [{"name", "verdict", "detail", "fix", "facts"}]}`.
+#[derive(Debug, Clone)]
 pub struct DoctorReport {
     pub database: String,
     pub checks: Vec<Check>,
+}
+
+/// The verdict counts, for `--json`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Summary {
+    pub fail: usize,
+    pub warn: usize,
+    pub ok: usize,
 }
 
 impl DoctorReport {
@@ -95,6 +116,14 @@ impl DoctorReport {
 
     pub(super) fn count(&self, verdict: Verdict) -> usize {
         self.checks.iter().filter(|c| c.verdict == verdict).count()
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            fail: self.count(Verdict::Fail),
+            warn: self.count(Verdict::Warn),
+            ok: self.count(Verdict::Ok),
+        }
     }
 }
 
@@ -120,5 +149,16 @@ impl fmt::Display for DoctorReport {
             self.count(Verdict::Warn),
             self.count(Verdict::Ok)
         )
+    }
+}
+
+impl Serialize for DoctorReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut report = serializer.serialize_struct("DoctorReport", 3)?;
+        report.serialize_field("database", &self.database)?;
+        report.serialize_field("summary", &self.summary())?;
+        report.serialize_field("checks", &self.checks)?;
+        report.end()
     }
 }
