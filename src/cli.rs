@@ -11,6 +11,7 @@ use crate::config::{LogFormat, Secret};
 /// drift, attributes orphaned calls and journals every correction.
 #[derive(Debug, Parser)]
 #[command(name = "synqall-reconciler", version, about, long_about = None)]
+#[command(after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     /// Config file layered over the defaults (default: /etc/synqall-reconciler/config.toml if
     /// it exists).
@@ -49,6 +50,24 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 }
+
+/// `--help` (and the man page): files and exit codes.
+const AFTER_LONG_HELP: &str = "\
+Files:
+  /etc/synqall-reconciler/config.toml   settings over the built-in defaults (--config)
+  /etc/synqall-reconciler/database-url  the database URL, root-only (0600); the unit loads it as
+                                        its credential, commands run by hand as root read it
+  /usr/share/synqall-reconciler/        alert rules (alerts.yml) and a Grafana dashboard
+
+Exit status:
+  0   done (repairs included); doctor: nothing FAILs
+  1   error: database unreachable, not migrated, a failed pass
+  2   drift left unrepaired; doctor found a FAIL; status --max-age exceeded
+  64  bad command line
+  75  another instance holds the lock
+  78  bad configuration (a transaction pooler included)
+
+Documentation: /usr/share/doc/synqall-reconciler/README.md";
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {

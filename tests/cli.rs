@@ -264,6 +264,17 @@ async fn commands_run_by_hand_find_the_credential_beside_the_config_file() {
     assert!(matches!(out.code(), 0 | 2), "{}", out.stderr);
     assert!(out.stdout.contains("OK"), "{}", out.stdout);
 
+    // The package creates the file empty: the error says what to write into it.
+    std::fs::write(&credential, "\n").unwrap();
+    let out = run_bin(&["status", "--config", config], &[], &[]).await;
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is empty: write the database URL into it"),
+        "{}",
+        out.stderr
+    );
+
     // Without the file, the error says where it looked.
     std::fs::remove_file(&credential).unwrap();
     let out = run_bin(&["status", "--config", config], &[], &[]).await;

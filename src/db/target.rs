@@ -45,12 +45,12 @@ pub fn resolve(
     cli_url: Option<&Secret>,
 ) -> Result<DatabaseTarget, ConfigError> {
     let (key, url) = if let Some(url) = cli_url {
-        ("--database-url / DATABASE_URL", url.clone())
+        ("--database-url / DATABASE_URL".to_string(), url.clone())
     } else if let Some(url) = &settings.database.url {
-        ("database.url", url.clone())
+        ("database.url".to_string(), url.clone())
     } else if let Some(path) = &settings.database.url_file {
         (
-            "database.url_file",
+            "database.url_file".to_string(),
             read_secret_file("database.url_file", path)?,
         )
     } else if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
@@ -59,7 +59,7 @@ pub fn resolve(
             return Err(no_url_error());
         }
         (
-            "$CREDENTIALS_DIRECTORY/database-url",
+            "$CREDENTIALS_DIRECTORY/database-url".to_string(),
             read_secret_file(DATABASE_URL_CREDENTIAL, &path)?,
         )
     } else {
@@ -67,20 +67,22 @@ pub fn resolve(
         if !path.exists() {
             return Err(no_url_error());
         }
-        let url = std::fs::read_to_string(&path)
-            .map(|s| Secret::new(s.trim()))
-            .map_err(|e| {
-                ConfigError::key(
-                    "database.url",
-                    format!(
-                        "cannot read {}: {e}; it is the unit's credential, readable by root                          only: run as root, or pass --database-url",
-                        path.display()
-                    ),
-                )
-            })?;
-        return DatabaseTarget::parse(&path.display().to_string(), url);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::key(
+                "database.url",
+                format!(
+                    "cannot read {}: {e}; it is the unit's credential, readable by root only: \
+                     run as root, or pass --database-url",
+                    path.display()
+                ),
+            )
+        })?;
+        (
+            path.display().to_string(),
+            non_empty("database.url", &path, &text)?,
+        )
     };
-    DatabaseTarget::parse(key, url)
+    DatabaseTarget::parse(&key, url)
 }
 
 fn no_url_error() -> ConfigError {
@@ -93,9 +95,24 @@ fn no_url_error() -> ConfigError {
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| Secret::new(s.trim()))
-        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?;
+    non_empty(key, path, &text)
+}
+
+/// The package creates the credential file empty (0600): say what to put in it.
+fn non_empty(key: &str, path: &Path, text: &str) -> Result<Secret, ConfigError> {
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "{} is empty: write the database URL into it (postgres://user:password@host:5432/db)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Secret::new(url))
 }
 
 impl DatabaseTarget {
