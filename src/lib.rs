@@ -160,18 +160,7 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
                 max_age,
             }),
             _,
-        ) => {
-            let db = Database::new(&target, &settings)?;
-            let report = deadline(&settings, "status", status::status(&db, *limit)).await??;
-            print_report(&report, *json)?;
-            // --max-age: a check for cron and probes; no success at all is stale too.
-            let stale = max_age.is_some_and(|max| {
-                report
-                    .seconds_since_last_success
-                    .is_none_or(|age| age > i64::try_from(max).unwrap_or(i64::MAX))
-            });
-            Ok(if stale { Exit::DriftLeft } else { Exit::Ok })
-        }
+        ) => status_command(&settings, &target, *json, *limit, *max_age).await,
         (Some(Command::Doctor { json }), _) => {
             let db = Database::new(&target, &settings)?;
             let report =
@@ -183,22 +172,7 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
                 Exit::Ok
             })
         }
-        (Some(Command::Revert { run_id }), _) => {
-            let db = Database::new(&target, &settings)?;
-            let outcome =
-                deadline(&settings, "revert", revert::revert(&db, &settings, *run_id)).await?;
-            match outcome? {
-                revert::RevertOutcome::LockHeld => Ok(Exit::LockHeld),
-                revert::RevertOutcome::Done(report) => {
-                    print!("{report}");
-                    Ok(if report.anything_skipped() {
-                        Exit::DriftLeft
-                    } else {
-                        Exit::Ok
-                    })
-                }
-            }
-        }
+        (Some(Command::Revert { run_id }), _) => revert_command(&settings, &target, *run_id).await,
         (None, true) => {
             log_effective_config(&settings, &target);
             reconcile_now(&settings, &target, cli.dry_run, cli.allow_mass_correction).await
@@ -208,6 +182,46 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
             let shutdown = shutdown_token()?;
             daemon::run(settings, target, shutdown.cancelled_owned()).await?;
             Ok(Exit::Ok)
+        }
+    }
+}
+
+/// `status`: the report, and with `--max-age` exit 2 when the last success is older (a check
+/// for cron and probes; no success at all is stale too).
+async fn status_command(
+    settings: &Settings,
+    target: &DatabaseTarget,
+    json: bool,
+    limit: i64,
+    max_age: Option<u64>,
+) -> Result<Exit, Error> {
+    let db = Database::new(target, settings)?;
+    let report = deadline(settings, "status", status::status(&db, limit)).await??;
+    print_report(&report, json)?;
+    let stale = max_age.is_some_and(|max| {
+        report
+            .seconds_since_last_success
+            .is_none_or(|age| age > i64::try_from(max).unwrap_or(i64::MAX))
+    });
+    Ok(if stale { Exit::DriftLeft } else { Exit::Ok })
+}
+
+/// `revert RUN_ID`: exit 2 when something was skipped because it changed after the run.
+async fn revert_command(
+    settings: &Settings,
+    target: &DatabaseTarget,
+    run_id: uuid::Uuid,
+) -> Result<Exit, Error> {
+    let db = Database::new(target, settings)?;
+    match deadline(settings, "revert", revert::revert(&db, settings, run_id)).await?? {
+        revert::RevertOutcome::LockHeld => Ok(Exit::LockHeld),
+        revert::RevertOutcome::Done(report) => {
+            print!("{report}");
+            Ok(if report.anything_skipped() {
+                Exit::DriftLeft
+            } else {
+                Exit::Ok
+            })
         }
     }
 }

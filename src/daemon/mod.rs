@@ -131,7 +131,7 @@ pub async fn run(
     );
     // A transaction pooler in the way is configuration: refuse now, not at every pass. A
     // database that cannot be reached yet is the passes' business (they retry).
-    match db::session::check_target(&db).await {
+    match db::pinning::check_target(&db).await {
         Err(e) if e.is_configuration() => return Err(DaemonError::Db(e)),
         Err(e) => warn!(
             error = error_chain(&e).as_str(),

@@ -3,7 +3,7 @@
 //!
 //! - **Its own connection.** A session lock lives exactly as long as its connection, so it
 //!   lives outside the pool; a crashed holder frees it at once. Before the lock is taken, the
-//!   connection is proven to keep one server session ([`super::session::check_pinned`]): a
+//!   connection is proven to keep one server session ([`super::pinning::check_pinned`]): a
 //!   transaction pooler would make the lock meaningless.
 //! - **A lease.** The holder renews `reconciler.lease.heartbeat_at` every third of
 //!   `lock.lease_seconds` from that connection. A process that freezes (SIGSTOP, a VM pause, a
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{host_name, migrations, session, Database, DbError, DedicatedConnection, QueryContext};
+use super::{host_name, migrations, pinning, Database, DbError, DedicatedConnection, QueryContext};
 
 const LEASE_ACQUIRE: &str = include_str!("sql/lease_acquire.sql");
 const LEASE_HEARTBEAT: &str = include_str!("sql/lease_heartbeat.sql");
@@ -97,7 +97,7 @@ impl AdvisoryLock {
     ) -> Result<Option<Self>, DbError> {
         let conn = db.dedicated().await?;
         // First: through a transaction pooler even prepared statements go astray.
-        session::check_pinned(db, &conn.client).await?;
+        pinning::check_pinned(db, &conn.client).await?;
         migrations::ensure_current(&conn.client).await?;
         if !try_lock(&conn.client, key).await? {
             let Some(holder) = stale_holder(&conn.client, key, lease).await? else {

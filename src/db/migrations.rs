@@ -169,7 +169,7 @@ fn verify_checksums(applied: &[(i32, String)]) -> Result<(), DbError> {
 /// As [`apply_pending`].
 pub async fn migrate(db: &Database) -> Result<Vec<Applied>, DbError> {
     let (mut conn, mut notices) = db.dedicated_with_notices().await?;
-    super::session::check_pinned(db, &conn.client).await?;
+    super::pinning::check_pinned(db, &conn.client).await?;
     let applied = apply_pending(&mut conn.client, &mut notices).await?;
     if applied.is_empty() {
         info!("migrations: nothing to apply, the database is current");

@@ -11,6 +11,7 @@
 pub mod error;
 pub mod lock;
 pub mod migrations;
+pub mod pinning;
 pub mod pool;
 pub mod schema;
 pub mod session;
@@ -21,10 +22,8 @@ pub mod url;
 pub use self::error::DbError;
 pub(crate) use self::error::QueryContext;
 pub use self::pool::{Database, DedicatedConnection};
+pub use self::session::APPLICATION_NAME;
 pub use self::target::DatabaseTarget;
-
-/// Shown as `application_name` in `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "synqall-reconciler";
 
 /// This machine's host name, for telling instances apart in `reconciler.runs`.
 pub fn host_name() -> String {

@@ -12,9 +12,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::session::{self, SessionSettings};
+use super::error::DbError;
+use super::session::{self, SessionSettings, APPLICATION_NAME};
 use super::target::DatabaseTarget;
-use super::{tls, DbError, APPLICATION_NAME};
+use super::tls;
 use crate::config::Settings;
 
 /// A connection failure, with a hint when the cause is a certificate problem.

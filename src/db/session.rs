@@ -1,4 +1,4 @@
-//! Session settings and the session-pinning check.
+//! Session settings: what every connection carries.
 //!
 //! **Settings with `SET`.** Every connection gets its timeouts and server-side TCP keepalives
 //! with `SET` right after connecting, and the values are read back (as `SHOW` would) to prove
@@ -10,21 +10,17 @@
 //! instead of the operating system's default of hours, so a dead instance's lock and row locks
 //! are released. They do not apply over a Unix socket (the server reports 0 there).
 //!
-//! **No transaction pooler.** A session advisory lock means nothing if consecutive statements
-//! of one client connection can reach different server sessions. [`check_pinned`] proves they
-//! cannot: it keeps another of our connections inside a transaction, so a pooler that hands
-//! server sessions out per transaction must give that one a server session of its own, and
-//! then asks the first connection again. Through a transaction pooler, either the second
-//! connection lands on the first one's server session (a pooler reuses the most recent one), or
-//! the first connection's next statement does not (or waits for a free one); both are caught,
-//! on any port.
+//!
+//! The transaction-pooler check is [`super::pinning`].
 
 use std::time::Duration;
 
-use super::{Database, DbError, QueryContext};
+use super::error::{DbError, QueryContext};
+
+/// Shown as `application_name` in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "synqall-reconciler";
 
 const SESSION_SETTINGS: &str = include_str!("sql/session_settings.sql");
-const BACKEND_PID: &str = "SELECT pg_catalog.pg_backend_pid()";
 
 /// Idle time before the server probes a silent client connection.
 pub const TCP_KEEPALIVES_IDLE_SECONDS: u64 = 15;
@@ -34,8 +30,6 @@ pub const TCP_KEEPALIVES_INTERVAL_SECONDS: u64 = 5;
 pub const TCP_KEEPALIVES_COUNT: u32 = 3;
 /// Unacknowledged data older than this drops the connection (a partition mid-reply).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the pinning check waits for the first connection's second answer.
-const PIN_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// What every session carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,53 +114,8 @@ pub async fn apply(
     }
 }
 
-/// Prove that `client` (a connection of its own, about to take the session advisory lock)
-/// keeps one server session across statements: see the module docs.
-///
-/// # Errors
-/// [`DbError::TransactionPooler`] when it does not; a failed statement.
-pub async fn check_pinned(db: &Database, client: &tokio_postgres::Client) -> Result<(), DbError> {
-    let first = backend_pid(client)
-        .await
-        .context("identify the lock connection's session")?;
-    let other = db.client().await?;
-    other
-        .batch_execute("BEGIN")
-        .await
-        .context("begin the session check")?;
-    let other_pid = backend_pid(&other).await;
-    let again = tokio::time::timeout(PIN_CHECK_WAIT, backend_pid(client)).await;
-    let _ = other.batch_execute("ROLLBACK").await;
-    let other_pid = other_pid.context("identify another session")?;
-    let detail = match again {
-        _ if other_pid == first => Some(format!(
-            "a second connection was given backend {first}, the one the first connection used"
-        )),
-        Err(_) => Some(format!(
-            "the first connection's next statement found no free server session in {} s",
-            PIN_CHECK_WAIT.as_secs()
-        )),
-        Ok(Ok(again)) if again != first => Some(format!(
-            "two statements of one connection ran on backends {first} and {again}"
-        )),
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => return Err(e).context("identify the lock connection's session again"),
-    };
-    match detail {
-        Some(detail) => Err(DbError::TransactionPooler { detail }),
-        None => Ok(()),
-    }
-}
-
-async fn backend_pid(client: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
-    let row = simple_row(client, BACKEND_PID).await?;
-    Ok(row
-        .and_then(|r| r.get(0).and_then(|s| s.parse().ok()))
-        .unwrap_or_default())
-}
-
 /// The first row of a simple (unprepared) query.
-async fn simple_row(
+pub(super) async fn simple_row(
     client: &tokio_postgres::Client,
     sql: &str,
 ) -> Result<Option<tokio_postgres::SimpleQueryRow>, tokio_postgres::Error> {
@@ -178,15 +127,6 @@ async fn simple_row(
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         }))
-}
-
-/// [`check_pinned`] on a connection of its own: for start-up and for commands that take no lock.
-///
-/// # Errors
-/// As [`check_pinned`], and connection failures.
-pub async fn check_target(db: &Database) -> Result<(), DbError> {
-    let conn = db.dedicated().await?;
-    check_pinned(db, &conn.client).await
 }
 
 fn number(row: &tokio_postgres::SimpleQueryRow, column: &str) -> i64 {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::report::Check;
 use crate::config::Settings;
-use crate::db::{session, Database, DbError, QueryContext};
+use crate::db::{pinning, Database, DbError, QueryContext};
 use crate::reconcile::visibility;
 use crate::telemetry::error_chain;
 
@@ -28,7 +28,7 @@ pub(super) async fn connection(
 ) -> Check {
     const NAME: &str = "connection";
     // First, with simple queries: through a transaction pooler prepared statements go astray.
-    match session::check_pinned(db, client).await {
+    match pinning::check_pinned(db, client).await {
         Ok(()) => {}
         Err(e @ DbError::TransactionPooler { .. }) => {
             return Check::fail(

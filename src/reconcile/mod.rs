@@ -70,7 +70,7 @@ pub async fn run_once(
         }
         Err(e) => {
             let e = PassError::Db(e);
-            report::log_failure(run_id, &e);
+            e.log(run_id);
             return Err(e);
         }
     };

@@ -65,6 +65,13 @@ fn blind_list(blind: &[Blind]) -> String {
 }
 
 impl PassError {
+    /// The one `ERROR reconcile pass failed` line; returns the message for the run row.
+    pub fn log(&self, run_id: uuid::Uuid) -> String {
+        let message = crate::telemetry::error_chain(self);
+        tracing::error!(%run_id, error = message.as_str(), "reconcile pass failed");
+        message
+    }
+
     /// The connection is gone (see [`DbError::is_connection_loss`]).
     pub fn is_connection_loss(&self) -> bool {
         matches!(self, Self::Db(e) if e.is_connection_loss())

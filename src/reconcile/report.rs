@@ -10,12 +10,11 @@ use uuid::Uuid;
 
 use super::guard::MassCorrection;
 use super::orphans::{Attribution, OrphanedCall};
-use super::outcome::PassError;
 use super::repair::RepairAction;
 use super::usage::{BadValues, OrgUsage};
 use crate::config::Source;
 use crate::telemetry::critical;
-use crate::telemetry::{error_chain, NullableText, OrNull};
+use crate::telemetry::{NullableText, OrNull};
 
 /// What one pass found and did.
 #[derive(Debug, Clone, Default)]
@@ -80,13 +79,6 @@ impl PassReport {
     pub fn partial(&self) -> bool {
         self.lost_race + self.refused + self.failed > 0
     }
-}
-
-/// The one `ERROR reconcile pass failed` line; returns the message for the run row.
-pub fn log_failure(run_id: Uuid, error: &PassError) -> String {
-    let message = error_chain(error);
-    tracing::error!(%run_id, error = message.as_str(), "reconcile pass failed");
-    message
 }
 
 /// The `WARN orphaned call ambiguous …` line.

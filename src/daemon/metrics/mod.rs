@@ -121,6 +121,13 @@ impl Metrics {
     }
 
     fn register(mut self) -> Self {
+        self.register_counters();
+        self.register_gauges();
+        self
+    }
+
+    /// What this process counted since start (every labelled series from 0).
+    fn register_counters(&mut self) {
         for outcome in PASS_OUTCOMES {
             let _ = self.passes.get_or_create(&Outcome { outcome });
         }
@@ -175,6 +182,11 @@ impl Metrics {
             "Duration of the passes that ran (not lock_held).",
             self.pass_duration.clone(),
         );
+    }
+
+    /// The latest pass's numbers, this instance's role, and the journal's (read at scrape time).
+    fn register_gauges(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "last_pass_duration_seconds",
             "Duration of the latest pass that ran.",
@@ -232,7 +244,6 @@ impl Metrics {
              answer (or refused the login).",
             self.database_up.clone(),
         );
-        self
     }
 
     /// Count one pass's outcome.

@@ -131,7 +131,7 @@ impl<'a> Pass<'a> {
                 Ok(PassOutcome::Completed(report))
             }
             Err(e) => {
-                let message = report::log_failure(report.run_id, &e);
+                let message = e.log(report.run_id);
                 if run_open {
                     // Best effort: the failure may be the connection itself.
                     let _ = close_run(db, &report, RunStatus::Failed, Some(&message), fence).await;
