@@ -42,6 +42,11 @@ pub struct Cli {
     #[arg(long, requires = "reconcile_now")]
     pub dry_run: bool,
 
+    /// With --reconcile-now: compare only the organizations whose ledgers or counter changed
+    /// since the last pass (what the daemon runs on schedule.cron) instead of a full sweep.
+    #[arg(long, requires = "reconcile_now")]
+    pub incremental: bool,
+
     /// With --reconcile-now: apply a correction the mass-correction guard holds back (many
     /// counters lowered, or a large share of billed minutes removed). Look first with --dry-run.
     #[arg(long, requires = "reconcile_now", conflicts_with = "dry_run")]

@@ -10,7 +10,7 @@ use crate::config::{Secret, Settings};
 use crate::db::{migrations, Database, DatabaseTarget, DbError, QueryContext};
 use crate::fixture::{create_standin_database, execute_sql, DEMO_DATA_SQL, SEED_FIX_SQL};
 use crate::local_pg::{LocalCluster, LocalPgError};
-use crate::reconcile::{self, PassOptions, PassOutcome, RunMode};
+use crate::reconcile::{self, PassKind, PassOptions, PassOutcome, RunMode};
 
 const DEMO_DATABASE: &str = "synqall_demo";
 const DEMO_COUNTS: &str = include_str!("../sql/fixture/demo_counts.sql");
@@ -93,6 +93,7 @@ async fn demo_pass(cluster: &LocalCluster, settings: &Settings) -> Result<DemoOu
     let started = Instant::now();
     let options = PassOptions {
         mode: RunMode::Demo,
+        kind: PassKind::Sweep,
         dry_run: false,
         allow_mass_correction: false,
     };

@@ -45,7 +45,7 @@ use crate::config::{ConfigError, Settings};
 use crate::daemon::DaemonError;
 use crate::db::{migrations, Database, DatabaseTarget, DbError};
 use crate::reconcile::control::PassControl;
-use crate::reconcile::{PassError, PassOptions, PassOutcome, RunMode};
+use crate::reconcile::{PassError, PassKind, PassOptions, PassOutcome, RunMode};
 
 /// How the process ends; the numbers are the documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +175,17 @@ pub async fn run(cli: &Cli, settings: Settings) -> Result<Exit, Error> {
         (Some(Command::Revert { run_id }), _) => revert_command(&settings, &target, *run_id).await,
         (None, true) => {
             log_effective_config(&settings, &target);
-            reconcile_now(&settings, &target, cli.dry_run, cli.allow_mass_correction).await
+            let options = PassOptions {
+                mode: RunMode::Once,
+                kind: if cli.incremental {
+                    PassKind::Incremental
+                } else {
+                    PassKind::Sweep
+                },
+                dry_run: cli.dry_run,
+                allow_mass_correction: cli.allow_mass_correction,
+            };
+            reconcile_now(&settings, &target, options).await
         }
         (Some(Command::Run) | None, _) => {
             log_effective_config(&settings, &target);
@@ -282,15 +292,9 @@ pub async fn migrate(
 pub async fn reconcile_now(
     settings: &Settings,
     target: &DatabaseTarget,
-    dry_run: bool,
-    allow_mass_correction: bool,
+    options: PassOptions,
 ) -> Result<Exit, Error> {
     let db = Database::new(target, settings)?;
-    let options = PassOptions {
-        mode: RunMode::Once,
-        dry_run,
-        allow_mass_correction,
-    };
     // SIGTERM/SIGINT stop the pass at its next safe point instead of killing it mid-batch.
     let control = PassControl {
         cancel: shutdown_token()?,

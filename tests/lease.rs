@@ -238,7 +238,7 @@ async fn every_write_is_fenced_on_the_lock_a_zombie_writes_nothing() {
     use synqall_reconciler::db::lock::AdvisoryLock;
     use synqall_reconciler::db::{Database, DatabaseTarget, DbError};
     use synqall_reconciler::reconcile::orphans::{self, Attribution, Rule};
-    use synqall_reconciler::reconcile::{journal, RunMode};
+    use synqall_reconciler::reconcile::{journal, PassKind, RunMode};
 
     let db = TestDb::migrated().await;
     let org = db.org("Owner", Some(0)).await;
@@ -282,7 +282,7 @@ async fn every_write_is_fenced_on_the_lock_a_zombie_writes_nothing() {
     let opened = journal::open_run(
         &**client,
         Uuid::new_v4(),
-        RunMode::Once,
+        (RunMode::Once, PassKind::Sweep),
         Period::AllTime,
         Source::Calls,
         fence,

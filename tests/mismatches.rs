@@ -1,5 +1,5 @@
 //! Ledger mismatches as state: logged when they appear, change or resolve, not every pass; the
-//! current count in `status`, the runs and the metrics; a dry run lists every current one and
+//! current count in `status`, the runs and the metrics; a dry run logs what would change and
 //! writes no state.
 
 mod common;
@@ -109,7 +109,7 @@ async fn nine_daemon_passes_over_an_unchanged_database_log_each_mismatch_once() 
 }
 
 #[tokio::test]
-async fn a_dry_run_lists_every_current_mismatch_and_writes_no_state() {
+async fn a_dry_run_logs_what_would_change_and_writes_no_state() {
     let db = TestDb::migrated().await;
     mismatched(&db).await;
     let out = db.run(&["--reconcile-now"], &[]).await;
@@ -124,7 +124,7 @@ async fn a_dry_run_lists_every_current_mismatch_and_writes_no_state() {
     let lines = out.grep(MISMATCH);
     assert_eq!(lines.len(), 3, "{}", out.stderr);
     assert!(
-        lines.iter().all(|l| l.contains("change=current")),
+        lines.iter().all(|l| l.contains("change=appeared")),
         "{lines:#?}"
     );
     let kept: i64 = db

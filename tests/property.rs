@@ -15,7 +15,9 @@ use synqall_reconciler::db::Database;
 use synqall_reconciler::db::DatabaseTarget;
 use synqall_reconciler::fixture::{create_standin_database, execute_sql};
 use synqall_reconciler::reconcile::control::PassControl;
-use synqall_reconciler::reconcile::{run_once, PassOptions, PassOutcome, PassReport, RunMode};
+use synqall_reconciler::reconcile::{
+    run_once, PassKind, PassOptions, PassOutcome, PassReport, RunMode,
+};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -206,6 +208,7 @@ async fn versions(client: &tokio_postgres::Client) -> Vec<String> {
 async fn pass(db: &Database, settings: &Settings) -> PassReport {
     let options = PassOptions {
         mode: RunMode::Once,
+        kind: PassKind::Sweep,
         dry_run: false,
         allow_mass_correction: false,
     };

@@ -67,8 +67,11 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
-    /// Parsed and validated while loading: the daemon uses it as it is.
+    /// Incremental passes. Parsed and validated while loading: the daemon uses it as it is.
     pub cron: CronSchedule,
+    /// Full passes (sweeps): every organization from the ledgers, to catch what the change
+    /// tracking cannot see.
+    pub full_sweep_cron: CronSchedule,
     pub run_on_start: bool,
 }
 

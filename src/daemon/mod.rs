@@ -40,7 +40,7 @@ use crate::config::Settings;
 use crate::db::{self, Database, DatabaseTarget, DbError};
 use crate::reconcile::control::{PassControl, Progress};
 use crate::reconcile::journal::RunStatus;
-use crate::reconcile::{self, PassError, PassOptions, PassOutcome, RunMode};
+use crate::reconcile::{self, PassError, PassKind, PassOptions, PassOutcome, RunMode};
 use crate::telemetry::error_chain;
 
 /// After the shutdown timeout has cancelled a pass, how long it may take to reach a safe point
@@ -109,13 +109,20 @@ pub async fn run(
     let db = Database::new(&target, &settings)?;
     let (tick_tx, ticks) = mpsc::channel::<()>(1);
     let pass_running = Arc::new(AtomicBool::new(false));
+    let sweep_due = Arc::new(AtomicBool::new(false));
     let progress = Progress::default();
     progress.bump();
     let stalled_after = Duration::from_secs(settings.alert.stalled_after_seconds);
     let health = Health::new(stalled_after);
     let metrics = Arc::new(Metrics::new(health.clone()));
-    let mut services =
-        start_services(&settings, &metrics, tick_tx, &pass_running, &progress).await?;
+    let mut services = start_services(
+        &settings,
+        &metrics,
+        tick_tx,
+        (&sweep_due, &pass_running),
+        &progress,
+    )
+    .await?;
     services.health_monitor = health.spawn_monitor(db.clone(), health_interval(stalled_after));
     let schedule = &settings.schedule.cron;
     let next = schedule
@@ -124,6 +131,7 @@ pub async fn run(
         .unwrap_or_default();
     info!(
         cron = schedule.expression(),
+        full_sweep_cron = settings.schedule.full_sweep_cron.expression(),
         next_tick = next.as_str(),
         run_on_start = settings.schedule.run_on_start,
         database = db.target(),
@@ -148,6 +156,7 @@ pub async fn run(
         metrics: &metrics,
         progress,
         pass_running,
+        sweep_due,
         health,
     };
     tokio::pin!(shutdown);
@@ -165,7 +174,7 @@ async fn start_services(
     settings: &Settings,
     metrics: &Arc<Metrics>,
     tick_tx: mpsc::Sender<()>,
-    pass_running: &Arc<AtomicBool>,
+    (sweep_due, pass_running): (&Arc<AtomicBool>, &Arc<AtomicBool>),
     progress: &Progress,
 ) -> Result<Services, DaemonError> {
     let metrics_server = match settings.metrics.listen {
@@ -177,7 +186,15 @@ async fn start_services(
         }
         None => None,
     };
-    let scheduler = schedule::start(&settings.schedule.cron, tick_tx, pass_running.clone()).await?;
+    let schedules = &settings.schedule;
+    let scheduler = schedule::start(
+        &schedules.cron,
+        &schedules.full_sweep_cron,
+        tick_tx,
+        sweep_due.clone(),
+        pass_running.clone(),
+    )
+    .await?;
     let watchdog_interval = Notifier::watchdog_interval();
     if let Some(interval) = watchdog_interval.filter(|i| *i <= settings.statement_timeout()) {
         warn!(
@@ -204,6 +221,8 @@ struct Loop<'a> {
     metrics: &'a Metrics,
     progress: Progress,
     pass_running: Arc<AtomicBool>,
+    /// A sweep tick arrived: the next pass is a sweep.
+    sweep_due: Arc<AtomicBool>,
     health: Health,
 }
 
@@ -227,6 +246,8 @@ impl Loop<'_> {
                     Wake::Shutdown => return Ok(()),
                     Wake::Tick => Trigger::Tick,
                     Wake::Overdue => Trigger::Overdue,
+                    // A sweep whose tick came during a pass runs as soon as the loop is idle.
+                    Wake::Heartbeat if self.sweep_due.load(Ordering::SeqCst) => Trigger::Tick,
                     Wake::Heartbeat => {
                         self.progress.bump();
                         continue;
@@ -260,8 +281,14 @@ impl Loop<'_> {
             cancel: Default::default(),
             progress: self.progress.clone(),
         };
+        let kind = if self.sweep_due.swap(false, Ordering::SeqCst) {
+            PassKind::Sweep
+        } else {
+            PassKind::Incremental
+        };
         let options = PassOptions {
             mode: RunMode::Daemon,
+            kind,
             dry_run: false,
             allow_mass_correction: false,
         };

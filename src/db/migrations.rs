@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_mismatches",
         sql: include_str!("../../migrations/V7__ledger_mismatches.sql"),
     },
+    Migration {
+        version: 8,
+        name: "incremental",
+        sql: include_str!("../../migrations/V8__incremental.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).

@@ -7,7 +7,9 @@ use tokio_postgres::GenericClient;
 use super::report::Check;
 use crate::config::{Settings, Source};
 use crate::db::{schema, DbError, QueryContext};
+use crate::reconcile::mismatch::LedgerMismatch;
 use crate::reconcile::queries::{self, PassQueries};
+use crate::reconcile::scan::{self, ScanArgs};
 use crate::reconcile::usage::{self, OrgUsage, UsageScan};
 use crate::telemetry::{error_chain, OrNull};
 
@@ -68,16 +70,18 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         let app_schema = schema::inspect(client).await?;
         let queries = PassQueries::new(&app_schema, &settings.usage);
         let period_start = usage::period_start(settings.usage.period, chrono::Utc::now());
-        usage::scan(
-            client,
-            &queries,
+        let args = ScanArgs {
             period_start,
-            &settings.usage.known_statuses,
-        )
-        .await
+            known_statuses: &settings.usage.known_statuses,
+            verify_tracking: false,
+            orgs: None,
+        };
+        let (scan, changes) = scan::collect(client, &queries.drifted_orgs, &args).await?;
+        let mismatches = current_mismatches(client, &changes).await?;
+        Ok::<_, DbError>((scan, mismatches))
     };
-    let scan = match scan.await {
-        Ok(scan) => scan,
+    let (scan, mismatches) = match scan.await {
+        Ok(found) => found,
         Err(e) => {
             let why = error_chain(&e);
             return vec![
@@ -89,7 +93,7 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
     let source = settings.usage.source;
     let mut checks = vec![
         counters_in_sync(&scan, settings),
-        ledgers_agree(&scan, source),
+        ledgers_agree(&mismatches, source),
         call_statuses(&scan),
     ];
     if source == Source::UsageMetrics && scan.unowned_metric_minutes > 0 {
@@ -199,36 +203,71 @@ fn counters_in_sync(scan: &UsageScan, settings: &Settings) -> Check {
     )
 }
 
-/// Organizations whose two ledgers disagree, the first named.
-fn ledgers_agree(scan: &UsageScan, source: Source) -> Check {
-    let mismatched: Vec<&OrgUsage> = scan
-        .disagreeing
+/// The organizations whose ledgers disagree now: the recorded state (as of the last pass) with
+/// the changes the comparison found since. Their count, and a few named.
+struct Mismatches {
+    count: i64,
+    first: Vec<(uuid::Uuid, i64, i64)>,
+}
+
+async fn current_mismatches(
+    client: &impl GenericClient,
+    changes: &[LedgerMismatch],
+) -> Result<Mismatches, DbError> {
+    let changed: Vec<uuid::Uuid> = changes.iter().map(|c| c.org_id).collect();
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE NOT (organization_id = ANY ($1))) FROM \
+             reconciler.ledger_mismatches",
+            &[&changed],
+        )
+        .await
+        .context("count the recorded ledger mismatches")?;
+    let unchanged: i64 = row.get(0);
+    let open: Vec<&LedgerMismatch> = changes.iter().filter(|c| c.is_open()).collect();
+    let mut first: Vec<(uuid::Uuid, i64, i64)> = open
         .iter()
-        .filter(|o| o.ledgers_disagree())
+        .take(WORST)
+        .map(|c| (c.org_id, c.calls_minutes, c.metrics_minutes))
         .collect();
-    if mismatched.is_empty() {
+    if first.len() < WORST {
+        let more = client
+            .query(
+                "SELECT organization_id, calls_minutes, metrics_minutes \
+                   FROM reconciler.ledger_mismatches \
+                  WHERE NOT (organization_id = ANY ($1)) ORDER BY first_seen_at LIMIT $2",
+                &[&changed, &((WORST - first.len()) as i64)],
+            )
+            .await
+            .context("read the recorded ledger mismatches")?;
+        first.extend(more.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+    }
+    Ok(Mismatches {
+        count: unchanged + open.len() as i64,
+        first,
+    })
+}
+
+/// Organizations whose two ledgers disagree, the first named.
+fn ledgers_agree(mismatches: &Mismatches, source: Source) -> Check {
+    if mismatches.count == 0 {
         return Check::ok(
             LEDGERS,
             "calls and usage_metrics agree for every organization",
         )
         .fact("mismatches", 0);
     }
-    let worst = mismatched
+    let worst = mismatches
+        .first
         .iter()
-        .take(WORST)
-        .map(|o| {
-            format!(
-                "{} calls={} usage_metrics={}",
-                o.org_id, o.calls_minutes, o.metrics_minutes
-            )
-        })
+        .map(|(org, calls, metrics)| format!("{org} calls={calls} usage_metrics={metrics}"))
         .collect::<Vec<_>>()
         .join("; ");
     Check::warn(
         LEDGERS,
         format!(
             "{} organization(s) where completed calls and minutes_transcribed differ; {worst}",
-            mismatched.len()
+            mismatches.count
         ),
         format!(
             "look at these organizations' calls and usage_metrics rows; counters follow \
@@ -236,7 +275,7 @@ fn ledgers_agree(scan: &UsageScan, source: Source) -> Check {
             source.as_str()
         ),
     )
-    .fact("mismatches", mismatched.len())
+    .fact("mismatches", mismatches.count)
 }
 
 /// The seed's "orphaned calls" check, extended to calls not completed, and bad durations.

@@ -5,7 +5,7 @@
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::outcome::RunMode;
+use super::outcome::{PassKind, RunMode};
 use super::queries::{CLOSE_ABANDONED_RUNS, FINISH_RUN, INSERT_RUN};
 use super::report::PassReport;
 use crate::config::{Period, Source};
@@ -59,7 +59,7 @@ impl RunStatus {
 pub async fn open_run(
     client: &impl GenericClient,
     run_id: Uuid,
-    mode: RunMode,
+    (mode, kind): (RunMode, PassKind),
     period: Period,
     source: Source,
     fence: Fence,
@@ -87,6 +87,7 @@ pub async fn open_run(
                 &source.as_str(),
                 &fence.key,
                 &fence.pid,
+                &kind.as_str(),
             ],
         )
         .await
@@ -128,6 +129,7 @@ pub async fn close_run(
                 &fence.key,
                 &fence.pid,
                 &n(report.ledger_mismatches),
+                &report.billed_minutes,
             ],
         )
         .await

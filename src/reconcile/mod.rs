@@ -24,6 +24,8 @@ pub mod pass;
 pub mod queries;
 pub mod repair;
 pub mod report;
+pub mod scan;
+pub mod tracking;
 pub mod usage;
 pub mod visibility;
 
@@ -36,7 +38,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use self::control::PassControl;
-pub use self::outcome::{PassError, PassOptions, PassOutcome, RunMode};
+pub use self::outcome::{PassError, PassKind, PassOptions, PassOutcome, RunMode};
 use self::pass::Pass;
 pub use self::report::PassReport;
 use crate::config::Settings;

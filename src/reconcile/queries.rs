@@ -18,9 +18,10 @@ pub const INSERT_RUN: &str = include_str!("sql/insert_run.sql");
 pub const FINISH_RUN: &str = include_str!("sql/finish_run.sql");
 pub const CLOSE_ABANDONED_RUNS: &str = include_str!("sql/close_abandoned_runs.sql");
 pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
-pub const SYNC_MISMATCHES: &str = include_str!("sql/sync_mismatches.sql");
+pub const APPLY_MISMATCHES: &str = include_str!("sql/apply_mismatches.sql");
 
 const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
+const COMPARE_DIRTY_TEMPLATE: &str = include_str!("tracking/sql/compare_dirty.sql");
 const LOCK_ORGS_TEMPLATE: &str = include_str!("sql/lock_orgs.sql");
 const CALL_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/call_fingerprints.sql");
 const METRIC_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/metric_fingerprints.sql");
@@ -36,7 +37,12 @@ const BIGINT_MAX: &str = "9223372036854775807";
 /// The per-pass SQL, with the templates filled in.
 #[derive(Debug, Clone)]
 pub struct PassQueries {
+    /// The sweep's comparison of every organization.
     pub drifted_orgs: String,
+    /// The same, for some organizations (`$4`): an incremental pass's exact re-read.
+    pub candidate_orgs: String,
+    /// The incremental comparison, from the change log.
+    pub compare_dirty: String,
     pub lock_orgs: String,
     pub fingerprints: String,
     pub orphaned_calls: String,
@@ -99,10 +105,42 @@ impl PassQueries {
         } else {
             "NULL::timestamptz"
         };
-        Self {
-            drifted_orgs: fill(DRIFTED_ORGS_TEMPLATE)
+        let tracked_calls = match rounding {
+            Rounding::Ceil => "calls_ceil",
+            Rounding::Round => "calls_round",
+            Rounding::Floor => "calls_floor",
+        };
+        let tracked_metrics = |alias: &str| {
+            format!(
+                "LEAST(GREATEST({}(COALESCE({alias}.metrics_raw, 0)), 0), {BIGINT_MAX})::bigint",
+                rounding_function(rounding)
+            )
+        };
+        let comparison = |template: &str, alias: &str| {
+            fill(template)
                 .replace("{expected}", expected)
-                .replace("{quota}", quota),
+                .replace("{quota}", quota)
+                .replace("{tracked_calls}", tracked_calls)
+                .replace("{tracked_metrics}", &tracked_metrics(alias))
+        };
+        let filtered = |sql: String, some: bool| {
+            let filter = |column: &str| {
+                if some {
+                    format!("AND {column} = ANY ($4::uuid[])")
+                } else {
+                    String::new()
+                }
+            };
+            sql.replace("{filter_c}", &filter("c.organization_id"))
+                .replace("{filter_m}", &filter("m.organization_id"))
+                .replace("{filter_o}", &filter("o.id"))
+                .replace("{filter_lm}", &filter("lm.organization_id"))
+                .replace("{filter_x}", &filter("x.organization_id"))
+        };
+        Self {
+            drifted_orgs: filtered(comparison(DRIFTED_ORGS_TEMPLATE, "tr"), false),
+            candidate_orgs: filtered(comparison(DRIFTED_ORGS_TEMPLATE, "tr"), true),
+            compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE, "t"),
             lock_orgs: fill(LOCK_ORGS_TEMPLATE),
             fingerprints,
             previous_totals,
@@ -238,6 +276,8 @@ mod tests {
                 let q = PassQueries::new(&schema, &usage);
                 for text in [
                     &q.drifted_orgs,
+                    &q.candidate_orgs,
+                    &q.compare_dirty,
                     &q.lock_orgs,
                     &q.fingerprints,
                     &q.orphaned_calls,

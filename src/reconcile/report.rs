@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::guard::MassCorrection;
 use super::orphans::{Attribution, OrphanedCall};
+use super::outcome::PassKind;
 use super::repair::RepairAction;
 use super::usage::{BadValues, OrgUsage};
 use crate::config::Source;
@@ -21,6 +22,14 @@ use crate::telemetry::{NullableText, OrNull};
 pub struct PassReport {
     pub run_id: Uuid,
     pub dry_run: bool,
+    /// What the pass compared (after any escalation to a sweep).
+    pub kind: PassKind,
+    /// Change-log rows folded into the tracking totals.
+    pub log_rows_folded: i64,
+    /// Organizations whose tracking totals a sweep found wrong and rebuilt.
+    pub tracking_rebuilt: u64,
+    /// A sweep's billed minutes (sum of every counter), for later incremental passes' guard.
+    pub billed_minutes: Option<i64>,
     pub orgs_checked: i64,
     pub drifted: u64,
     pub repaired: u64,
@@ -223,6 +232,9 @@ pub fn log_summary(report: &PassReport) {
         period_resets = report.period_resets + report.would_reset,
         over_quota = report.over_quota,
         ledger_mismatches = report.ledger_mismatches,
+        kind = report.kind.as_str(),
+        log_rows_folded = report.log_rows_folded,
+        tracking_rebuilt = report.tracking_rebuilt,
         dry_run = report.dry_run,
         cancelled = report.cancelled,
         orphans_ms = report.orphans_ms,

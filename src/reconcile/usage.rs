@@ -1,8 +1,9 @@
 //! Usage (step 4 of a pass): what each organization really used, compared with its stored
-//! counter. The comparison is one set-based statement ([`scan`]) that returns only disagreeing
-//! rows, so the client's memory grows with drift, not with the number of organizations. What
-//! an [`OrgUsage`] knows decides drift, the fingerprint the repair re-checks
-//! ([`super::repair`]), ledger mismatches and quota. Also here: billing-period arithmetic.
+//! counter. The comparison is one set-based statement ([`super::scan`]) that returns only
+//! disagreeing rows, so the client's memory grows with drift, not with the number of
+//! organizations. What an [`OrgUsage`] knows decides drift, the fingerprint the repair
+//! re-checks ([`super::repair`]) and quota. Also here: billing-period arithmetic and the bad
+//! values named beside a drift.
 
 use std::collections::HashMap;
 
@@ -41,6 +42,9 @@ pub struct OrgUsage {
     /// Set when the counter holds the previous month's total plus this month's: it was never
     /// reset at the month boundary (a period rollover, repaired without a CRITICAL line).
     pub previous_period_minutes: Option<i64>,
+    /// The change-tracking totals (V8) disagree with the ledgers for this organization: they
+    /// are rebuilt (a sweep found where the tracking went blind).
+    pub tracked_wrong: bool,
 }
 
 impl OrgUsage {
@@ -116,8 +120,19 @@ pub struct UsageScan {
     pub billed_minutes: i64,
     /// Minutes of `minutes_transcribed` rows without an organization (ignored).
     pub unowned_metric_minutes: i64,
-    /// Organizations that drifted or whose ledgers disagree.
+    /// Organizations that drifted, are over quota, or whose tracking totals are wrong.
     pub disagreeing: Vec<OrgUsage>,
+    /// Organizations whose two ledgers disagree now (a sweep counts them; `None` for an
+    /// incremental comparison, which sees only the organizations in the log).
+    pub mismatch_count: Option<i64>,
+    /// Incremental comparison: change-log rows read, and whether one names no organization
+    /// (a TRUNCATE: a sweep is due).
+    pub log_rows: i64,
+    pub unknown_organizations: bool,
+    /// What the mass-correction guard measures against when this scan saw only some
+    /// organizations (the latest sweep's organizations and billed minutes).
+    pub guard_orgs: Option<i64>,
+    pub guard_billed_minutes: Option<i64>,
     /// Call statuses outside `usage.known_statuses` (`None`: no status at all), with how many
     /// calls have each. Such calls are not counted.
     pub unknown_statuses: Vec<(Option<String>, i64)>,
@@ -169,51 +184,6 @@ pub async fn previous_period_totals(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())
-}
-
-/// Compare every organization's counter with both ledgers, in the database.
-///
-/// # Errors
-/// The statement failed (e.g. `statement_timeout`).
-pub async fn scan(
-    client: &impl GenericClient,
-    queries: &PassQueries,
-    period_start: Option<DateTime<Utc>>,
-    known_statuses: &[String],
-) -> Result<UsageScan, DbError> {
-    let rows = client
-        .query(
-            queries.drifted_orgs.as_str(),
-            &[&period_start, &known_statuses],
-        )
-        .await
-        .context("compare used_minutes with the ledgers")?;
-    let mut scan = UsageScan::default();
-    for row in rows {
-        match row.get::<_, &str>("kind") {
-            "total" => {
-                scan.orgs_checked = row.get("orgs_checked");
-                scan.billed_minutes = row.get("billed_minutes");
-                scan.unowned_metric_minutes = row.get("unowned_metric_minutes");
-            }
-            "status" => scan
-                .unknown_statuses
-                .push((row.get("status"), row.get("call_count"))),
-            _ => scan.disagreeing.push(OrgUsage {
-                org_id: row.get("id"),
-                name: row.get("name"),
-                stored: row.get("stored"),
-                stored_invalid: row.get("stored_invalid"),
-                call_count: row.get("call_count"),
-                calls_minutes: row.get("calls_minutes"),
-                metric_count: row.get("metric_count"),
-                metrics_minutes: row.get("metrics_minutes"),
-                quota: row.get("quota"),
-                previous_period_minutes: None,
-            }),
-        }
-    }
-    Ok(scan)
 }
 
 /// Bad values counted as 0 in one organization's ledgers.
@@ -280,6 +250,7 @@ mod tests {
             metrics_minutes: metrics,
             quota: None,
             previous_period_minutes: None,
+            tracked_wrong: false,
         }
     }
 

@@ -18,6 +18,8 @@ const LAST_SUCCESS: &str = include_str!("sql/last_success.sql");
 pub struct RunSummary {
     pub id: Uuid,
     pub mode: String,
+    /// `sweep` (every organization), `incremental` (those in the change log) or `revert`.
+    pub kind: String,
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -73,6 +75,7 @@ pub async fn status(db: &Database, limit: i64) -> Result<StatusReport, DbError> 
         .map(|r| RunSummary {
             id: r.get("id"),
             mode: r.get("mode"),
+            kind: r.get("kind"),
             host: r.get("host"),
             started_at: r.get("started_at"),
             finished_at: r.get("finished_at"),
@@ -142,9 +145,10 @@ impl fmt::Display for StatusReport {
         }
         writeln!(
             f,
-            "{:<36}  {:<6}  {:<20}  {:>8}  {:>7}  {:>7}  {:>8}  {:>9}  {:>7}  {:>7}  status",
+            "{:<36}  {:<6}  {:<11}  {:<20}  {:>8}  {:>7}  {:>7}  {:>8}  {:>9}  {:>7}  {:>7}  status",
             "run id",
             "mode",
+            "kind",
             "started (UTC)",
             "ms",
             "orgs",
@@ -157,9 +161,10 @@ impl fmt::Display for StatusReport {
         for run in &self.runs {
             writeln!(
                 f,
-                "{:<36}  {:<6}  {:<20}  {:>8}  {:>7}  {:>7}  {:>8}  {:>9}  {:>7}  {:>7}  {}{}",
+                "{:<36}  {:<6}  {:<11}  {:<20}  {:>8}  {:>7}  {:>7}  {:>8}  {:>9}  {:>7}  {:>7}  {}{}",
                 run.id,
                 run.mode,
+                run.kind,
                 run.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
                 or_dash(run.duration_ms),
                 or_dash(run.orgs_checked),

@@ -4,10 +4,13 @@
 //! the outcome.
 //!
 //! The steps live beside this file, one file per stage: `orphan_steps` (step 3),
-//! `usage_steps` (step 4 and the reports of step 6), `repair_steps` (step 5).
+//! `sweep_steps` and `incremental_steps` (step 4, by kind of pass), `usage_steps` (what is
+//! common to both: drift, quota and the reports of step 6), `repair_steps` (step 5).
 
+mod incremental_steps;
 mod orphan_steps;
 mod repair_steps;
+mod sweep_steps;
 mod usage_steps;
 
 use std::time::{Duration, Instant};
@@ -18,9 +21,10 @@ use uuid::Uuid;
 
 use super::control::PassControl;
 use super::journal::{self, RunStatus};
-use super::outcome::{PassError, PassOptions, PassOutcome};
+use super::outcome::{PassError, PassKind, PassOptions, PassOutcome};
 use super::queries::PassQueries;
 use super::report::{self, PassReport};
+use super::tracking;
 use super::usage;
 use super::visibility;
 use crate::config::Settings;
@@ -64,6 +68,7 @@ impl<'a> Pass<'a> {
             report: PassReport {
                 run_id,
                 dry_run: options.dry_run,
+                kind: options.kind,
                 ..PassReport::default()
             },
         }
@@ -80,26 +85,40 @@ impl<'a> Pass<'a> {
         self.backend_pid = Some(pid);
         self.lock.record_pass(pid, self.report.run_id).await;
         let queries = self.prepare(&client).await?;
+        let tracking = tracking::state(&**client).await?;
+        self.choose_kind(&client, &tracking).await?;
         self.open_run(&client).await?;
         self.see_before_write(&client).await?;
         self.control.progress.bump();
         let orphans_started = Instant::now();
         self.orphaned_calls(&client, &queries).await?;
         self.control.progress.bump();
-        self.orphaned_users(&client).await?;
+        if self.report.kind == PassKind::Sweep {
+            // Users without organization: a scan of all users, a sweep's job.
+            self.orphaned_users(&client).await?;
+        }
         self.report.orphans_ms = telemetry::millis(orphans_started.elapsed());
         if self.stop_requested() {
             return Ok(());
         }
         let period_start = usage::period_start(self.settings.usage.period, Utc::now());
-        let scan = self.scan(&client, &queries, period_start).await?;
+        let scan = match self.report.kind {
+            PassKind::Sweep => {
+                self.sweep(db, &mut client, &queries, &tracking, period_start)
+                    .await?
+            }
+            PassKind::Incremental => {
+                self.incremental(&mut client, &queries, &tracking, period_start)
+                    .await?
+            }
+        };
         self.report_disagreements(&scan);
-        self.ledger_mismatches(&client, &scan).await?;
         let drifted = self
             .classify_drift(&client, &queries, scan, period_start)
             .await?;
         self.repair(&mut client, &queries, &drifted, period_start)
             .await?;
+        self.mark_unrepaired(&client, &drifted).await?;
         Ok(())
     }
 
@@ -172,15 +191,24 @@ impl<'a> Pass<'a> {
     /// Step 2: the run row (not in a dry run) and the start line.
     async fn open_run(&mut self, client: &Client) -> Result<(), DbError> {
         let usage = &self.settings.usage;
-        let (run_id, mode) = (self.report.run_id, self.options.mode);
+        let (run_id, mode, kind) = (self.report.run_id, self.options.mode, self.report.kind);
         if !self.options.dry_run {
             let fence = self.lock.fence();
-            journal::open_run(&***client, run_id, mode, usage.period, usage.source, fence).await?;
+            journal::open_run(
+                &***client,
+                run_id,
+                (mode, kind),
+                usage.period,
+                usage.source,
+                fence,
+            )
+            .await?;
             self.run_open = true;
         }
         info!(
             %run_id,
             mode = mode.as_str(),
+            kind = kind.as_str(),
             dry_run = self.options.dry_run,
             period = usage.period.as_str(),
             source = usage.source.as_str(),

@@ -1,54 +1,22 @@
-//! Step 4 of a pass: the comparison of every counter with both ledgers, what it reports that
-//! is not a correction (unowned usage rows, ledger mismatches, quota), and which disagreements
-//! are drift (or, in a calendar month, the month-boundary reset).
-
-use std::time::Instant;
+//! Steps 4 and 6 of a pass, whatever found the disagreements (a sweep or an incremental
+//! comparison): what is reported that is not a correction (unknown statuses, unowned usage
+//! rows, ledger mismatches, quota), and which disagreements are drift (or, in a calendar month,
+//! the month-boundary reset).
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{Client, Pass, PROGRESS_EVERY};
+use super::{Client, Pass};
 use crate::db::{DbError, QueryContext};
 use crate::reconcile::guard;
-use crate::reconcile::mismatch::{self, LedgerMismatch};
+use crate::reconcile::mismatch::{self, Change, LedgerMismatch};
 use crate::reconcile::queries::{self, PassQueries};
 use crate::reconcile::report;
 use crate::reconcile::usage::{self, OrgUsage, UsageScan};
-use crate::telemetry;
+use crate::telemetry::LineBudget;
 
 impl Pass<'_> {
-    /// Step 4: the one statement that compares every counter with both ledgers, with a progress
-    /// line every few seconds while it runs.
-    pub(super) async fn scan(
-        &mut self,
-        client: &Client,
-        queries: &PassQueries,
-        period_start: Option<DateTime<Utc>>,
-    ) -> Result<UsageScan, DbError> {
-        let run_id = self.report.run_id;
-        let scan_started = Instant::now();
-        let known = &self.settings.usage.known_statuses;
-        let scan = usage::scan(&***client, queries, period_start, known);
-        tokio::pin!(scan);
-        let mut progress =
-            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-        let scan = loop {
-            tokio::select! {
-                result = &mut scan => break result?,
-                _ = progress.tick() => info!(
-                    %run_id,
-                    elapsed_s = scan_started.elapsed().as_secs(),
-                    "reconcile pass progress: comparing used_minutes with the ledgers"
-                ),
-            }
-        };
-        self.report.scan_ms = telemetry::millis(scan_started.elapsed());
-        self.control.progress.bump();
-        self.report.orgs_checked = scan.orgs_checked;
-        Ok(scan)
-    }
-
     /// Step 6 (reports that are not corrections): unknown call statuses, unowned usage rows,
     /// organizations over their quota. (Ledger mismatches: [`Pass::ledger_mismatches`].)
     pub(super) fn report_disagreements(&mut self, scan: &UsageScan) {
@@ -79,33 +47,33 @@ impl Pass<'_> {
         quota_budget.finish(run_id, false);
     }
 
-    /// Step 6, ledger mismatches: kept as state, so only what appeared, changed or resolved
-    /// since the last pass is logged; a dry run writes nothing and lists every current one.
-    pub(super) async fn ledger_mismatches(
+    /// Step 6, ledger mismatches: the changes the comparison found against the recorded state
+    /// are applied (not in a dry run) and logged, only what really changed (docs/design.md,
+    /// "Ledger mismatches"). Returns (appeared, resolved) as applied.
+    pub(super) async fn apply_mismatches(
         &mut self,
-        client: &Client,
-        scan: &UsageScan,
-    ) -> Result<(), DbError> {
+        client: &impl tokio_postgres::GenericClient,
+        changes: &[LedgerMismatch],
+        budget: &mut LineBudget,
+    ) -> Result<(i64, i64), DbError> {
         let run_id = self.report.run_id;
-        let current: Vec<&OrgUsage> = scan
-            .disagreeing
-            .iter()
-            .filter(|o| o.ledgers_disagree())
-            .collect();
-        self.report.ledger_mismatches = current.len() as u64;
-        let to_log = if self.options.dry_run {
-            current.iter().map(|o| LedgerMismatch::current(o)).collect()
+        let applied = if self.options.dry_run {
+            changes.to_vec()
         } else {
-            mismatch::sync(&***client, &current, run_id, self.lock.fence()).await?
+            mismatch::apply(client, changes, run_id, self.lock.fence()).await?
         };
-        let mut budget = self.budget("ledger mismatch");
-        for mismatch in &to_log {
+        let mut counts = (0, 0);
+        for change in &applied {
+            match change.change {
+                Change::Appeared => counts.0 += 1,
+                Change::Resolved => counts.1 += 1,
+                Change::Changed => {}
+            }
             if budget.allow() {
-                mismatch.log(run_id);
+                change.log(run_id);
             }
         }
-        budget.finish(run_id, false);
-        Ok(())
+        Ok(counts)
     }
 
     /// Step 4: which disagreeing organizations drifted; with a calendar month, which of those
@@ -131,11 +99,13 @@ impl Pass<'_> {
         self.report.drifted = real_drift.len() as u64;
         self.report_bad_values(client, queries, &real_drift, period_start)
             .await?;
+        // An incremental pass measures against the latest sweep's totals: what it saw is only
+        // the organizations in the change log.
         self.report.mass_correction = guard::evaluate(
             &drifted,
             source,
-            scan.orgs_checked,
-            scan.billed_minutes,
+            scan.guard_orgs.unwrap_or(scan.orgs_checked),
+            scan.guard_billed_minutes.unwrap_or(scan.billed_minutes),
             &self.settings.guard,
         );
         Ok(drifted)

@@ -1,9 +1,15 @@
--- Every organization whose stored counter disagrees with its truth ledger, or whose two ledgers
--- disagree, or that is over its quota (kind = 'org'); every call status the configuration does
--- not know, with how many calls have it (kind = 'status'); and one totals row (kind = 'total':
--- orgs_checked, billed_minutes, unowned_metric_minutes). Computed in one statement inside the
--- database: the client receives rows in proportion to disagreement, not to the number of
--- organizations, and the calls table is read once.
+-- The comparison of every counter with both ledgers, in one statement inside the database (or,
+-- filtered, of some organizations: the exact re-read of an incremental pass's candidates):
+--   kind = 'org'       an organization whose stored counter disagrees with its truth ledger, or
+--                      that is over its quota, or whose change-tracking totals disagree with
+--                      its ledgers (tracked_wrong)
+--   kind = 'mismatch'  a ledger mismatch (calls and usage_metrics disagree) that appeared,
+--                      changed or resolved against reconciler.ledger_mismatches (V7): an
+--                      unchanged mismatch costs no row
+--   kind = 'status'    a call status the configuration does not know, with its call count
+--   kind = 'total'     orgs_checked, billed_minutes, unowned_metric_minutes, mismatches (now)
+-- The client receives rows in proportion to disagreement and change, not to the number of
+-- organizations, and each ledger is read once.
 --
 -- Template, filled in by queries.rs:
 --   {stored}          used_minutes as bigint; NULL when NULL, or when a fractional counter
@@ -21,9 +27,15 @@
 --   {quota}           o.max_minutes_monthly::bigint with usage.period = calendar_month (and an
 --                     integer column present), else NULL::bigint: over-quota organizations are
 --                     returned too
+--   {tracked_calls}, {tracked_metrics}  the change-tracking totals' column and rounding
+--                     (reconciler.ledger_totals + reconciler.changes, V8)
+--   {filter_c}, {filter_m}, {filter_o}, {filter_lm}  empty (every organization), or
+--                     `AND x.organization_id = ANY ($4::uuid[])` (some)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 -- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
 --    none, are not counted and are named by a 'status' row
+-- $3 boolean: compare the change-tracking totals too (once they are built)
+-- $4 uuid[]: the organizations of a filtered read (NULL otherwise)
 WITH call_totals AS (
   SELECT c.organization_id,
          c.status,
@@ -32,6 +44,7 @@ WITH call_totals AS (
     FROM public.calls c
    WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
+     {filter_c}
    GROUP BY c.organization_id, c.status
 ),
 -- Includes the NULL-organization group: those rows are counted in the totals row, never
@@ -43,7 +56,26 @@ metric_totals AS (
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
      AND ($1::timestamptz IS NULL OR m.created_at >= $1)
+     {filter_m}
    GROUP BY m.organization_id
+),
+-- What the change tracking believes (totals plus pending changes): compared only to find
+-- where it went wrong (triggers disabled, a restore, a bulk load), never used for a repair.
+tracked AS (
+  SELECT x.organization_id,
+         COALESCE(sum(x.calls_raw), 0) AS calls_raw,
+         COALESCE(sum(x.metrics_raw), 0) AS metrics_raw
+    FROM (SELECT lt.organization_id, lt.month, lt.{tracked_calls} AS calls_raw, lt.metrics_raw
+            FROM reconciler.ledger_totals lt
+           WHERE $3
+          UNION ALL
+          SELECT ch.organization_id, ch.month, ch.{tracked_calls}, ch.metrics_raw
+            FROM reconciler.changes ch
+           WHERE $3 AND ch.month IS NOT NULL) x
+   WHERE x.organization_id IS NOT NULL
+     AND ($1::timestamptz IS NULL OR x.month >= ($1 AT TIME ZONE 'UTC')::date)
+     {filter_x}
+   GROUP BY x.organization_id
 ),
 compared AS (
   SELECT o.id,
@@ -54,22 +86,53 @@ compared AS (
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
          COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
-         {quota} AS quota
+         {quota} AS quota,
+         $3 AND (LEAST(COALESCE(tr.calls_raw, 0), 9223372036854775807)::bigint
+                   <> COALESCE(ct.call_minutes, 0)
+                 OR {tracked_metrics} <> COALESCE(mt.metric_minutes, 0)) AS tracked_wrong
     FROM public.organizations o
     LEFT JOIN call_totals ct ON ct.organization_id = o.id AND ct.status = 'completed'
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
+    LEFT JOIN tracked tr ON tr.organization_id = o.id
+   WHERE true {filter_o}
+),
+mismatched AS (
+  SELECT id, name, calls_minutes, metrics_minutes
+    FROM compared
+   WHERE calls_minutes <> metrics_minutes
+),
+recorded AS (
+  SELECT lm.organization_id, lm.calls_minutes, lm.metrics_minutes
+    FROM reconciler.ledger_mismatches lm
+   WHERE true {filter_lm}
 )
 SELECT 'org' AS kind, id, name, stored, stored_invalid, call_count, calls_minutes,
        metric_count, metrics_minutes, quota, NULL::text AS status, NULL::bigint AS orgs_checked,
-       NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes
+       NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes,
+       NULL::bigint AS mismatches, tracked_wrong
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR stored_invalid
-    OR calls_minutes <> metrics_minutes
     OR {expected} > quota
+    OR tracked_wrong
+UNION ALL
+-- Ledger mismatches: only what differs from the recorded state.
+SELECT 'mismatch', COALESCE(n.id, r.organization_id),
+       COALESCE(n.name, (SELECT o.name FROM public.organizations o
+                          WHERE o.id = r.organization_id)),
+       NULL, NULL, NULL, COALESCE(n.calls_minutes, r.calls_minutes), NULL,
+       COALESCE(n.metrics_minutes, r.metrics_minutes), NULL,
+       CASE WHEN r.organization_id IS NULL THEN 'appeared'
+            WHEN n.id IS NULL THEN 'resolved'
+            ELSE 'changed' END,
+       NULL, NULL, NULL, NULL, NULL
+  FROM mismatched n
+  FULL JOIN recorded r ON r.organization_id = n.id
+ WHERE n.id IS NULL OR r.organization_id IS NULL
+    OR (n.calls_minutes, n.metrics_minutes) IS DISTINCT FROM (r.calls_minutes, r.metrics_minutes)
 UNION ALL
 SELECT 'status', NULL, NULL, NULL, NULL, sum(count_of_status)::bigint, NULL, NULL, NULL, NULL,
-       status, NULL, NULL, NULL
+       status, NULL, NULL, NULL, NULL, NULL
   FROM (SELECT ct.status, ct.call_count AS count_of_status
           FROM call_totals ct
          WHERE ct.status IS DISTINCT FROM 'completed') s
@@ -77,5 +140,6 @@ SELECT 'status', NULL, NULL, NULL, NULL, sum(count_of_status)::bigint, NULL, NUL
 UNION ALL
 SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
-       COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0)
+       COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
+       (SELECT count(*) FROM mismatched), NULL
   FROM compared

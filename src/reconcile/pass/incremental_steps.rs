@@ -1,0 +1,155 @@
+//! Step 4 of an incremental pass (docs/design.md, "Cost follows activity"): compare only the
+//! organizations in the change log, from the tracking totals, then re-read the candidates
+//! exactly from the ledgers; and the rules that turn an incremental pass into a sweep when
+//! the tracking cannot be trusted.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Client, Pass};
+use crate::config::Period;
+use crate::db::{DbError, QueryContext};
+use crate::reconcile::outcome::PassKind;
+use crate::reconcile::queries::{self, PassQueries};
+use crate::reconcile::scan::{self, ScanArgs};
+use crate::reconcile::tracking::{self, TrackingState};
+use crate::reconcile::usage::{self, OrgUsage, UsageScan};
+use crate::telemetry;
+
+impl Pass<'_> {
+    /// Before the run row: an incremental pass becomes a sweep when the tracking cannot answer
+    /// (not built yet; a TRUNCATE logged; the first pass of a calendar month, when every
+    /// counter resets; no sweep totals for the guard yet).
+    pub(super) async fn choose_kind(
+        &mut self,
+        client: &Client,
+        tracking: &TrackingState,
+    ) -> Result<(), DbError> {
+        if self.report.kind != PassKind::Incremental {
+            return Ok(());
+        }
+        let reason = if !tracking.initialized {
+            Some("the change tracking is not built yet (this sweep builds it)")
+        } else if tracking.sweep_orgs.is_none() {
+            Some("no sweep has recorded its totals yet")
+        } else if !tracking::unknown_markers(&***client).await?.is_empty() {
+            Some("a TRUNCATE was logged: which organizations changed is unknown")
+        } else if self.first_pass_of_the_month(client).await? {
+            Some("the first pass of a calendar month: every counter resets")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            info!(reason, run_id = %self.report.run_id, "incremental pass runs as a sweep");
+            self.report.kind = PassKind::Sweep;
+        }
+        Ok(())
+    }
+
+    /// No pass ran in this calendar month yet (all_time: never).
+    async fn first_pass_of_the_month(&self, client: &Client) -> Result<bool, DbError> {
+        if self.settings.usage.period != Period::CalendarMonth {
+            return Ok(false);
+        }
+        let Some(start) = usage::period_start(Period::CalendarMonth, Utc::now()) else {
+            return Ok(false);
+        };
+        let history = client
+            .query_one(queries::PERIOD_HISTORY, &[&start])
+            .await
+            .context("read the passes of this period")?;
+        Ok(!history.get::<_, bool>(1))
+    }
+
+    /// Step 4 of an incremental pass; returns the candidates, re-read exactly.
+    pub(super) async fn incremental(
+        &mut self,
+        client: &mut Client,
+        queries: &PassQueries,
+        tracking: &TrackingState,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, DbError> {
+        let (run_id, fence) = (self.report.run_id, self.lock.fence());
+        let started = Instant::now();
+        // The fold writes: a lost lock connection is said as such, not only as a fence.
+        self.lock.ensure_held().await?;
+        let found =
+            tracking::compare_and_fold(client, queries, period_start, fence, self.options.dry_run)
+                .await?;
+        self.report.log_rows_folded = found.folded;
+        self.report.orgs_checked = found.scan.orgs_checked;
+        let mut budget = self.budget("ledger mismatch");
+        let (appeared, resolved) = self
+            .apply_mismatches(&***client, &found.mismatches, &mut budget)
+            .await?;
+        budget.finish(run_id, false);
+        let open = tracking.last_mismatches.unwrap_or(0) + appeared - resolved;
+        self.report.ledger_mismatches = u64::try_from(open).unwrap_or(0);
+        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
+        let mut scan = self
+            .reread(client, queries, &candidates, period_start)
+            .await?;
+        scan.orgs_checked = found.scan.orgs_checked;
+        scan.guard_orgs = tracking.sweep_orgs;
+        scan.guard_billed_minutes = tracking.sweep_billed_minutes;
+        let wrong: Vec<Uuid> = scan
+            .disagreeing
+            .iter()
+            .filter(|o| o.tracked_wrong)
+            .map(|o| o.org_id)
+            .collect();
+        if !wrong.is_empty() && !self.options.dry_run {
+            warn!(
+                organizations = wrong.len(),
+                first_org_id = %wrong[0],
+                %run_id,
+                "change tracking disagreed with the ledgers for candidates; rebuilt their totals"
+            );
+            tracking::rebuild(client, Some(&wrong), run_id, fence).await?;
+            self.report.tracking_rebuilt = wrong.len() as u64;
+        }
+        self.report.scan_ms = telemetry::millis(started.elapsed());
+        self.control.progress.bump();
+        Ok(scan)
+    }
+
+    /// The candidates, exactly from the ledgers (with their fingerprints for the repair): what
+    /// the tracking says is only a reason to look.
+    async fn reread(
+        &self,
+        client: &Client,
+        queries: &PassQueries,
+        candidates: &[Uuid],
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, DbError> {
+        if candidates.is_empty() {
+            return Ok(UsageScan::default());
+        }
+        let args = ScanArgs {
+            period_start,
+            known_statuses: &self.settings.usage.known_statuses,
+            verify_tracking: true,
+            orgs: Some(candidates),
+        };
+        let (scan, _mismatches) = scan::collect(&***client, &queries.candidate_orgs, &args).await?;
+        Ok(scan)
+    }
+
+    /// After the repairs of a sweep: the drift it left (settling, lost races, failures) gets a
+    /// marker, so the next incremental pass looks again. (An incremental pass marked its
+    /// candidates when it folded the log.)
+    pub(super) async fn mark_unrepaired(
+        &self,
+        client: &Client,
+        drifted: &[OrgUsage],
+    ) -> Result<(), DbError> {
+        if self.options.dry_run || self.report.kind != PassKind::Sweep || drifted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
+        tracking::mark(&***client, &ids, self.lock.fence()).await
+    }
+}

@@ -1,0 +1,158 @@
+//! Step 4 of a sweep: fold the change log, compare every organization with both ledgers in one
+//! streamed statement (ledger-mismatch changes applied in batches as they arrive, so memory
+//! stays flat), and keep the change tracking honest: build its totals the first time, rebuild
+//! them where the sweep found them wrong.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Client, Pass, PROGRESS_EVERY};
+use crate::db::{Database, DbError};
+use crate::reconcile::mismatch::LedgerMismatch;
+use crate::reconcile::queries::PassQueries;
+use crate::reconcile::scan::{self, ScanArgs, ScanRow, ScanStream};
+use crate::reconcile::tracking::{self, TrackingState};
+use crate::reconcile::usage::UsageScan;
+use crate::telemetry;
+
+/// Ledger-mismatch changes applied per statement while the comparison streams.
+const MISMATCH_BATCH: usize = 5_000;
+
+impl Pass<'_> {
+    /// Step 4 of a sweep; returns what the comparison found (drift, quota, statuses, totals).
+    pub(super) async fn sweep(
+        &mut self,
+        db: &Database,
+        client: &mut Client,
+        queries: &PassQueries,
+        tracking: &TrackingState,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, DbError> {
+        let fence = self.lock.fence();
+        // The TRUNCATE markers this sweep covers: those visible before it starts.
+        let unknown = tracking::unknown_markers(&***client).await?;
+        if !self.options.dry_run {
+            self.lock.ensure_held().await?;
+            self.report.log_rows_folded = tracking::fold(&***client, &[], fence).await?;
+        }
+        let scan = self
+            .compare_everything(db, client, queries, tracking, period_start)
+            .await?;
+        self.report.orgs_checked = scan.orgs_checked;
+        self.report.ledger_mismatches =
+            u64::try_from(scan.mismatch_count.unwrap_or(0)).unwrap_or(0);
+        self.report.billed_minutes = Some(scan.billed_minutes);
+        if !self.options.dry_run {
+            self.lock.ensure_held().await?;
+            self.keep_tracking_honest(client, tracking, &scan).await?;
+            tracking::clear_unknown(&***client, &unknown, fence).await?;
+        }
+        Ok(scan)
+    }
+
+    /// The one statement that compares every counter with both ledgers, streamed, with a
+    /// progress line every few seconds while it runs.
+    async fn compare_everything(
+        &mut self,
+        db: &Database,
+        client: &Client,
+        queries: &PassQueries,
+        tracking: &TrackingState,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, DbError> {
+        let run_id = self.report.run_id;
+        let started = Instant::now();
+        let args = ScanArgs {
+            period_start,
+            known_statuses: &self.settings.usage.known_statuses,
+            verify_tracking: tracking.initialized,
+            orgs: None,
+        };
+        let params = scan::sweep_params(&args, &None);
+        let mut rows = ScanStream::start(&***client, &queries.drifted_orgs, &params).await?;
+        // Mismatch changes are written on a connection of their own while the rows arrive.
+        let writer = db.client().await?;
+        let mut scan = UsageScan::default();
+        let mut changes: Vec<LedgerMismatch> = Vec::new();
+        let mut budget = self.budget("ledger mismatch");
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        loop {
+            let row = tokio::select! {
+                row = rows.next() => row,
+                _ = progress.tick() => {
+                    info!(
+                        %run_id,
+                        elapsed_s = started.elapsed().as_secs(),
+                        "reconcile pass progress: comparing used_minutes with the ledgers"
+                    );
+                    continue;
+                }
+            };
+            match row.transpose()? {
+                None => break,
+                Some(ScanRow::Mismatch(change)) => {
+                    changes.push(change);
+                    if changes.len() >= MISMATCH_BATCH {
+                        self.apply_mismatches(&**writer, &changes, &mut budget)
+                            .await?;
+                        changes.clear();
+                        self.control.progress.bump();
+                    }
+                }
+                Some(other) => scan.absorb(other, &mut changes),
+            }
+        }
+        self.apply_mismatches(&**writer, &changes, &mut budget)
+            .await?;
+        budget.finish(run_id, false);
+        self.report.scan_ms = telemetry::millis(started.elapsed());
+        self.control.progress.bump();
+        Ok(scan)
+    }
+
+    /// Build the change-tracking totals the first time; afterwards rebuild those the sweep
+    /// found wrong (the triggers were blind to something: disabled, a restore, a bulk load).
+    async fn keep_tracking_honest(
+        &mut self,
+        client: &mut Client,
+        tracking: &TrackingState,
+        scan: &UsageScan,
+    ) -> Result<(), DbError> {
+        let (run_id, fence) = (self.report.run_id, self.lock.fence());
+        if !tracking.initialized {
+            let started = Instant::now();
+            let built = tracking::rebuild(client, None, run_id, fence).await?;
+            info!(
+                totals_rows = built.totals_rows,
+                log_rows = built.log_rows,
+                duration_ms = telemetry::millis(started.elapsed()),
+                %run_id,
+                "change tracking built: incremental passes compare only what changed from now on"
+            );
+            return Ok(());
+        }
+        let wrong: Vec<Uuid> = scan
+            .disagreeing
+            .iter()
+            .filter(|o| o.tracked_wrong)
+            .map(|o| o.org_id)
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        warn!(
+            organizations = wrong.len(),
+            first_org_id = %wrong[0],
+            %run_id,
+            "change tracking disagreed with the ledgers (triggers disabled, a restore or a bulk \
+             load?); rebuilt those organizations' totals"
+        );
+        tracking::rebuild(client, Some(&wrong), run_id, fence).await?;
+        self.report.tracking_rebuilt = wrong.len() as u64;
+        Ok(())
+    }
+}
