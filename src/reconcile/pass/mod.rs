@@ -133,11 +133,18 @@ impl<'a> Pass<'a> {
     ) -> Result<PassOutcome, PassError> {
         let fence = self.lock.fence();
         let Self {
+            lock,
             run_open,
             mut report,
             ..
         } = self;
         report.duration = started.elapsed();
+        let result = match result {
+            // A fenced write says the lock is not ours; the lock's own connection says why:
+            // lost with its connection (nobody took over) or really taken over.
+            Err(PassError::Db(DbError::Fenced)) => Err(fenced_reason(lock).await),
+            other => other,
+        };
         let result = match result {
             Ok(()) if run_open => close_run(db, &report, RunStatus::of(&report), None, fence)
                 .await
@@ -264,4 +271,12 @@ async fn close_run(
 ) -> Result<(), DbError> {
     let client = db.client().await?;
     journal::close_run(&**client, report, status, error, fence).await
+}
+
+/// Why a write was fenced: the lock's connection lost or unresponsive, else really taken over.
+async fn fenced_reason(lock: &AdvisoryLock) -> PassError {
+    match lock.ensure_held().await {
+        Err(lost) => PassError::Db(lost),
+        Ok(()) => PassError::Db(DbError::Fenced),
+    }
 }
