@@ -327,6 +327,12 @@ fn log_effective_config(settings: &Settings, target: &DatabaseTarget) {
         batch_size = settings.usage.batch_size,
         orphans_ambiguous = settings.orphans.ambiguous.as_str(),
         cron = settings.schedule.cron.expression(),
+        full_sweep_cron = settings.schedule.full_sweep_cron.expression(),
+        replica = target
+            .replica()
+            .map(|r| r.describe())
+            .as_deref()
+            .unwrap_or("none"),
         lock_key = settings.lock.key,
         "effective configuration"
     );

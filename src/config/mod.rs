@@ -34,8 +34,8 @@ pub use self::settings::{
 };
 use self::sources::{config_file, refuse_unknown_variables};
 pub use self::sources::{
-    DATABASE_URL_CREDENTIAL, DEFAULT_CONFIG_TOML, ENV_PREFIX, KNOWN_VARIABLES, SYSTEM_CONFIG_PATH,
-    TEST_FAULT_ENV,
+    DATABASE_URL_CREDENTIAL, DEFAULT_CONFIG_TOML, ENV_PREFIX, KNOWN_VARIABLES,
+    REPLICA_URL_CREDENTIAL, SYSTEM_CONFIG_PATH, TEST_FAULT_ENV,
 };
 pub use self::values::{AmbiguousPolicy, LogFormat, Period, Rounding, Secret, Source};
 

@@ -43,6 +43,12 @@ pub struct Settings {
 pub struct DatabaseSettings {
     pub url: Option<Secret>,
     pub url_file: Option<PathBuf>,
+    /// A hot standby of the same database, for the sweep's heavy read (optional).
+    pub replica_url: Option<Secret>,
+    pub replica_url_file: Option<PathBuf>,
+    /// How long a sweep waits for the replica to replay its start before reading the primary.
+    #[serde(deserialize_with = "numbers::whole_u64")]
+    pub replica_catch_up_seconds: u64,
     pub ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "numbers::whole_u64")]
     pub statement_timeout_seconds: u64,

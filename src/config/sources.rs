@@ -19,6 +19,8 @@ pub const KNOWN_VARIABLES: &[&str] =
 pub const TEST_FAULT_ENV: &str = "SYNQALL_RECONCILER_TEST_FAULT";
 /// Name of the systemd credential holding the database URL.
 pub const DATABASE_URL_CREDENTIAL: &str = "database-url";
+/// Name of the (optional) credential holding the replica's URL.
+pub const REPLICA_URL_CREDENTIAL: &str = "replica-url";
 
 /// Variables that look like ours but are not: `SYNQALL_RECONCILER_USAGE__SETTLE_SECONDS` (one
 /// underscore) would otherwise be ignored in silence.

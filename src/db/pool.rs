@@ -42,6 +42,8 @@ pub struct Database {
     tls: MakeRustlsConnect,
     target: String,
     session: SessionSettings,
+    /// The hot standby the sweep reads from (`database.replica_url`), if configured.
+    replica: Option<std::sync::Arc<Database>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -106,13 +108,23 @@ impl Database {
                 target: target.describe(),
                 detail: e.to_string(),
             })?;
+        let replica = match target.replica() {
+            Some(replica) => Some(std::sync::Arc::new(Self::new(replica, settings)?)),
+            None => None,
+        };
         Ok(Self {
             pool,
             config,
             tls,
             target: target.describe(),
             session,
+            replica,
         })
+    }
+
+    /// The hot standby of this database (`database.replica_url`), if one is configured.
+    pub fn replica(&self) -> Option<&Database> {
+        self.replica.as_deref()
     }
 
     /// A pooled connection.

@@ -13,7 +13,9 @@ use std::str::FromStr;
 
 use tokio_postgres::config::Host;
 
-use crate::config::{ConfigError, Secret, Settings, DATABASE_URL_CREDENTIAL};
+use crate::config::{
+    ConfigError, Secret, Settings, DATABASE_URL_CREDENTIAL, REPLICA_URL_CREDENTIAL,
+};
 
 /// Supabase's transaction pooler: no session state, so no advisory lock.
 const TRANSACTION_POOLER_PORT: u16 = 6543;
@@ -25,6 +27,8 @@ pub struct DatabaseTarget {
     config: tokio_postgres::Config,
     /// `sslrootcert=…` from the URL: the CA file, as `database.ca_file` would be.
     root_cert: Option<PathBuf>,
+    /// `database.replica_url`: a hot standby of the same database, for the sweep's read.
+    replica: Option<Box<DatabaseTarget>>,
 }
 
 impl fmt::Debug for DatabaseTarget {
@@ -82,7 +86,29 @@ pub fn resolve(
             non_empty("database.url", &path, &text)?,
         )
     };
-    DatabaseTarget::parse(&key, url)
+    Ok(DatabaseTarget::parse(&key, url)?.with_replica(resolve_replica(settings)?))
+}
+
+/// The replica's URL, if one is configured: `database.replica_url`, `database.replica_url_file`,
+/// the credential `replica-url` (inside the unit), or the file `replica-url` beside the config
+/// file (by hand). None of them: no replica.
+fn resolve_replica(settings: &Settings) -> Result<Option<DatabaseTarget>, ConfigError> {
+    let key = "database.replica_url";
+    let url = if let Some(url) = &settings.database.replica_url {
+        url.clone()
+    } else if let Some(path) = &settings.database.replica_url_file {
+        read_secret_file("database.replica_url_file", path)?
+    } else {
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(&dir).join(REPLICA_URL_CREDENTIAL))
+            .filter(|p| p.is_file());
+        let beside_config = settings.config_dir.join(REPLICA_URL_CREDENTIAL);
+        match credential.or_else(|| beside_config.is_file().then_some(beside_config)) {
+            Some(path) => read_secret_file(key, &path)?,
+            None => return Ok(None),
+        }
+    };
+    DatabaseTarget::parse(key, url).map(Some)
 }
 
 fn no_url_error() -> ConfigError {
@@ -116,6 +142,17 @@ fn non_empty(key: &str, path: &Path, text: &str) -> Result<Secret, ConfigError> 
 }
 
 impl DatabaseTarget {
+    /// The same target, with a hot standby for the sweep's read.
+    pub fn with_replica(mut self, replica: Option<DatabaseTarget>) -> Self {
+        self.replica = replica.map(Box::new);
+        self
+    }
+
+    /// The configured hot standby, if any.
+    pub fn replica(&self) -> Option<&DatabaseTarget> {
+        self.replica.as_deref()
+    }
+
     /// Parse and check a URL that came from `key`.
     ///
     /// # Errors
@@ -146,6 +183,7 @@ impl DatabaseTarget {
         super::tls::enforce(key, &mut config, extracted.verify)?;
         Ok(Self {
             config,
+            replica: None,
             root_cert: extracted.root_cert.map(PathBuf::from),
         })
     }

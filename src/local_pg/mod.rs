@@ -197,6 +197,37 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// A hot standby of this cluster on the same machine: `pg_basebackup -R` (streaming, over
+    /// the primary's trusted socket), then started on a port of its own. It takes read-only
+    /// connections with the primary's roles and passwords, and replays what the primary writes.
+    ///
+    /// # Errors
+    /// `pg_basebackup` or the standby's start-up failed.
+    pub fn start_standby(&self) -> Result<Self, LocalPgError> {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map_err(io_err("creating the standby directory"))?
+            .keep();
+        let spec = ServerSpec {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("postgres.log"),
+            port: free_loopback_port()?,
+            ..self.spec.clone()
+        };
+        let mut standby = Self {
+            spec,
+            root,
+            keeper: None,
+            password: self.password.clone(),
+        };
+        standby.prepare_dirs()?;
+        standby.spec.base_backup_of(&self.spec)?;
+        standby.spawn_keeper()?;
+        Ok(standby)
+    }
+
     fn prepare_dirs(&self) -> Result<(), LocalPgError> {
         fs::create_dir_all(&self.spec.socket_dir).map_err(io_err("creating the socket dir"))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))

@@ -74,6 +74,28 @@ impl ServerSpec {
         Ok(())
     }
 
+    /// This spec's data directory as a streaming standby of `primary` (`pg_basebackup -R`).
+    pub(super) fn base_backup_of(&self, primary: &ServerSpec) -> Result<(), LocalPgError> {
+        let out = self
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-h")
+            .arg(&primary.socket_dir)
+            .args(["-p", &primary.port.to_string()])
+            .args(["-U", &primary.options.superuser])
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .output()
+            .map_err(io_err("running pg_basebackup"))?;
+        if !out.status.success() {
+            return Err(LocalPgError::Command {
+                what: "pg_basebackup".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn spawn(&self) -> Result<Child, LocalPgError> {
         let log = fs::OpenOptions::new()
             .create(true)

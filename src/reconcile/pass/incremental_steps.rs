@@ -90,7 +90,7 @@ impl Pass<'_> {
         self.report.ledger_mismatches = u64::try_from(open).unwrap_or(0);
         let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
         let mut scan = self
-            .reread(client, queries, &candidates, period_start)
+            .reread(client, queries, &candidates, period_start, true)
             .await?;
         scan.orgs_checked = found.scan.orgs_checked;
         scan.guard_orgs = tracking.sweep_orgs;
@@ -117,13 +117,14 @@ impl Pass<'_> {
     }
 
     /// The candidates, exactly from the ledgers (with their fingerprints for the repair): what
-    /// the tracking says is only a reason to look.
-    async fn reread(
+    /// the tracking (or a replica) says is only a reason to look.
+    pub(super) async fn reread(
         &self,
         client: &Client,
         queries: &PassQueries,
         candidates: &[Uuid],
         period_start: Option<DateTime<Utc>>,
+        verify_tracking: bool,
     ) -> Result<UsageScan, DbError> {
         if candidates.is_empty() {
             return Ok(UsageScan::default());
@@ -131,7 +132,7 @@ impl Pass<'_> {
         let args = ScanArgs {
             period_start,
             known_statuses: &self.settings.usage.known_statuses,
-            verify_tracking: true,
+            verify_tracking,
             orgs: Some(candidates),
         };
         let (scan, _mismatches) = scan::collect(&***client, &queries.candidate_orgs, &args).await?;

@@ -10,6 +10,7 @@
 mod incremental_steps;
 mod orphan_steps;
 mod repair_steps;
+mod replica_steps;
 mod sweep_steps;
 mod usage_steps;
 

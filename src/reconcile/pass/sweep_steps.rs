@@ -1,7 +1,7 @@
 //! Step 4 of a sweep: fold the change log, compare every organization with both ledgers in one
 //! streamed statement (ledger-mismatch changes applied in batches as they arrive, so memory
-//! stays flat), and keep the change tracking honest: build its totals the first time, rebuild
-//! them where the sweep found them wrong.
+//! stays flat), on the replica when one serves (`replica_steps`), and keep the change tracking
+//! honest: build its totals the first time, rebuild them where the sweep found them wrong.
 
 use std::time::Instant;
 
@@ -21,6 +21,21 @@ use crate::telemetry;
 /// Ledger-mismatch changes applied per statement while the comparison streams.
 const MISMATCH_BATCH: usize = 5_000;
 
+/// Which side of the comparison failed: reading (a replica's failure falls back to the
+/// primary) or writing the mismatch changes on the primary (the pass fails).
+enum ScanFailure {
+    Read(DbError),
+    Write(DbError),
+}
+
+impl ScanFailure {
+    fn into_inner(self) -> DbError {
+        match self {
+            Self::Read(e) | Self::Write(e) => e,
+        }
+    }
+}
+
 impl Pass<'_> {
     /// Step 4 of a sweep; returns what the comparison found (drift, quota, statuses, totals).
     pub(super) async fn sweep(
@@ -39,7 +54,7 @@ impl Pass<'_> {
             self.report.log_rows_folded = tracking::fold(&***client, &[], fence).await?;
         }
         let scan = self
-            .compare_everything(db, client, queries, tracking, period_start)
+            .compare(db, client, queries, tracking, period_start)
             .await?;
         self.report.orgs_checked = scan.orgs_checked;
         self.report.ledger_mismatches =
@@ -53,9 +68,10 @@ impl Pass<'_> {
         Ok(scan)
     }
 
-    /// The one statement that compares every counter with both ledgers, streamed, with a
-    /// progress line every few seconds while it runs.
-    async fn compare_everything(
+    /// Compare every organization: on the replica when it serves (its candidates then
+    /// re-read exactly here), else here. A replica that fails mid-read falls back to the
+    /// primary; a failed write on the primary fails the pass.
+    async fn compare(
         &mut self,
         db: &Database,
         client: &Client,
@@ -63,6 +79,53 @@ impl Pass<'_> {
         tracking: &TrackingState,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, DbError> {
+        if let (Some(replica), Some(reader)) = (
+            db.replica(),
+            self.replica_reader(db, client, tracking).await,
+        ) {
+            match self
+                .compare_everything(db, &reader, queries, tracking, period_start)
+                .await
+            {
+                Ok(found) => {
+                    let candidates: Vec<Uuid> =
+                        found.disagreeing.iter().map(|o| o.org_id).collect();
+                    let exact = self
+                        .reread(
+                            client,
+                            queries,
+                            &candidates,
+                            period_start,
+                            tracking.initialized,
+                        )
+                        .await?;
+                    return Ok(UsageScan {
+                        disagreeing: exact.disagreeing,
+                        ..found
+                    });
+                }
+                Err(ScanFailure::Read(e)) => {
+                    self.replica_fallback(replica, &telemetry::error_chain(&e));
+                }
+                Err(ScanFailure::Write(e)) => return Err(e),
+            }
+        }
+        self.compare_everything(db, client, queries, tracking, period_start)
+            .await
+            .map_err(ScanFailure::into_inner)
+    }
+
+    /// The one statement that compares every counter with both ledgers, streamed from
+    /// `source`, with a progress line every few seconds while it runs. The mismatch changes
+    /// are written on the primary (`db`).
+    async fn compare_everything(
+        &mut self,
+        db: &Database,
+        source: &Client,
+        queries: &PassQueries,
+        tracking: &TrackingState,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, ScanFailure> {
         let run_id = self.report.run_id;
         let started = Instant::now();
         let args = ScanArgs {
@@ -72,9 +135,11 @@ impl Pass<'_> {
             orgs: None,
         };
         let params = scan::sweep_params(&args, &None);
-        let mut rows = ScanStream::start(&***client, &queries.drifted_orgs, &params).await?;
+        let mut rows = ScanStream::start(&***source, &queries.drifted_orgs, &params)
+            .await
+            .map_err(ScanFailure::Read)?;
         // Mismatch changes are written on a connection of their own while the rows arrive.
-        let writer = db.client().await?;
+        let writer = db.client().await.map_err(ScanFailure::Write)?;
         let mut scan = UsageScan::default();
         let mut changes: Vec<LedgerMismatch> = Vec::new();
         let mut budget = self.budget("ledger mismatch");
@@ -92,13 +157,14 @@ impl Pass<'_> {
                     continue;
                 }
             };
-            match row.transpose()? {
+            match row.transpose().map_err(ScanFailure::Read)? {
                 None => break,
                 Some(ScanRow::Mismatch(change)) => {
                     changes.push(change);
                     if changes.len() >= MISMATCH_BATCH {
                         self.apply_mismatches(&**writer, &changes, &mut budget)
-                            .await?;
+                            .await
+                            .map_err(ScanFailure::Write)?;
                         changes.clear();
                         self.control.progress.bump();
                     }
@@ -107,7 +173,8 @@ impl Pass<'_> {
             }
         }
         self.apply_mismatches(&**writer, &changes, &mut budget)
-            .await?;
+            .await
+            .map_err(ScanFailure::Write)?;
         budget.finish(run_id, false);
         self.report.scan_ms = telemetry::millis(started.elapsed());
         self.control.progress.bump();
