@@ -447,3 +447,69 @@ async fn a_reconciler_role_that_can_log_in_fails_with_the_command_that_fixes_it(
         out.stdout
     );
 }
+
+#[tokio::test]
+async fn silent_change_tracking_triggers_and_the_covering_index_are_named() {
+    let db = TestDb::migrated().await;
+    with_activity(&db).await;
+    let out = db.run(&["doctor"], &[]).await;
+    let tracking = lines_with(&out, "WARN")
+        .into_iter()
+        .find(|(l, _)| l.starts_with("WARN  change tracking"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(tracking.0.contains("totals not built yet"), "{tracking:?}");
+    let pass = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(pass.code(), 0, "{}", pass.stderr);
+    let out = db.run(&["doctor"], &[]).await;
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("OK    change tracking")
+                && l.contains("11 triggers firing, totals built")),
+        "{}",
+        out.stdout
+    );
+    // A bulk load with a trigger switched off (and forgotten), and the session-replication
+    // kind: both leave incremental passes blind.
+    db.exec(
+        "ALTER TABLE public.calls DISABLE TRIGGER synqall_reconciler_insert;
+         ALTER TABLE public.usage_metrics ENABLE REPLICA TRIGGER synqall_reconciler_update;",
+    )
+    .await;
+    let out = db.run(&["doctor"], &[]).await;
+    let tracking = lines_with(&out, "WARN")
+        .into_iter()
+        .find(|(l, _)| l.starts_with("WARN  change tracking"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        tracking.0.contains("2 of 11 triggers missing or disabled (calls.synqall_reconciler_insert, usage_metrics.synqall_reconciler_update)"),
+        "{tracking:?}"
+    );
+    assert!(tracking.1.unwrap().contains("ENABLE TRIGGER"));
+    // Small table: the covering index is advice; created, it is named as present.
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("OK    covering index") && l.contains("not needed yet")),
+        "{}",
+        out.stdout
+    );
+    db.exec(
+        "CREATE INDEX calls_organization_usage_idx ON public.calls (organization_id)
+           INCLUDE (status, duration_minutes, created_at)",
+    )
+    .await;
+    let out = db.run(&["doctor", "--json"], &[]).await;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let index = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "covering index")
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(index["verdict"], "OK", "{index}");
+    assert!(index["detail"]
+        .as_str()
+        .unwrap()
+        .contains("read only the index"));
+}

@@ -9,12 +9,14 @@
 //! the others still run.
 //!
 //! This file holds the order of the checks; the report types are in [`report`], the checks
-//! themselves in `security`, `data` and `operations`, their SQL in `sql/`.
+//! themselves in `security`, `data`, `operations` and `tracking` (what incremental passes rely
+//! on), their SQL in `sql/`.
 
 mod data;
 mod operations;
 pub mod report;
 mod security;
+mod tracking;
 
 pub use self::report::{Check, DoctorReport, Verdict};
 use crate::config::Settings;
@@ -83,6 +85,16 @@ pub async fn doctor(
     checks.push(or_not_checked(
         "used_minutes index",
         operations::used_minutes_index(&*client).await,
+    ));
+    if migrated {
+        checks.push(or_not_checked(
+            "change tracking",
+            tracking::change_tracking(&*client).await,
+        ));
+    }
+    checks.push(or_not_checked(
+        "covering index",
+        tracking::covering_index(&*client).await,
     ));
     Ok(DoctorReport {
         database: target.describe(),
