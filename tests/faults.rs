@@ -98,6 +98,17 @@ async fn server_restart_under_a_running_daemon_needs_no_daemon_restart_and_repai
         assert_eq!(row.get::<_, Option<i32>>(0), Some(10));
         assert_eq!(row.get::<_, i64>(1), 1, "repaired exactly once");
     }
+    // Repaired by incremental passes (the first pass built the tracking).
+    let repairing: Vec<String> = daemon
+        .grep("reconcile pass finished")
+        .into_iter()
+        .filter(|l| l.contains(" repaired=1 "))
+        .collect();
+    assert_eq!(repairing.len(), 2, "{repairing:#?}");
+    assert!(
+        repairing.iter().all(|l| l.contains(" kind=incremental ")),
+        "{repairing:#?}"
+    );
     daemon.signal(libc::SIGTERM);
     assert_eq!(
         daemon.wait(15).await,

@@ -101,6 +101,24 @@ async fn assert_converged_and_never_wrong(db: &TestDb, tallies: &Tallies) {
     }
 }
 
+/// After its first pass, every pass of the daemon was incremental (what it runs on
+/// `schedule.cron`), and those passes made repairs under the live writers.
+fn assert_incremental_repairs(daemon: &Daemon) {
+    let later: Vec<String> = daemon
+        .grep("reconcile pass finished")
+        .into_iter()
+        .skip(1)
+        .collect();
+    assert!(
+        later.iter().all(|l| l.contains(" kind=incremental ")),
+        "{later:#?}"
+    );
+    assert!(
+        later.iter().any(|l| !l.contains(" repaired=0 ")),
+        "no incremental pass repaired anything: {later:#?}"
+    );
+}
+
 #[tokio::test]
 async fn live_writers_converge_without_double_counting() {
     let db = TestDb::migrated().await;
@@ -115,6 +133,7 @@ async fn live_writers_converge_without_double_counting() {
         !daemon.grep("action=lost_race").is_empty(),
         "no pass ever saw an increment in flight: the settle check was not exercised"
     );
+    assert_incremental_repairs(&daemon);
 
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait(20).await, Some(0));
@@ -141,6 +160,7 @@ async fn live_writers_converge_when_the_daemon_is_killed_and_restarted_mid_run()
     let tallies = app.await.unwrap();
     more_passes(&second, 3).await;
     assert_converged_and_never_wrong(&db, &tallies).await;
+    assert_incremental_repairs(&second);
 
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait(20).await, Some(0));
