@@ -3,15 +3,15 @@
 -- * reconciler.changes: an append-only log, written by statement-level triggers on calls,
 --   usage_metrics and organizations in the same transaction as the change: one row per
 --   organization and month a statement touched, with what it added to or removed from each
---   ledger (per-call rounded minutes three ways, raw usage_metrics minutes), or a bare marker
---   when only a counter moved. No key, no index: application transactions never wait on each
---   other here. A TRUNCATE logs a row without organization: "unknown, sweep everything".
--- * reconciler.ledger_totals: per organization and month, the ledgers' totals as of the
---   changes folded so far. Written only by the reconciler. At every snapshot
---   ledger(org) = totals(org) + pending changes(org): a pass compares counters with that,
---   for the organizations in the log only.
--- * reconciler.tracking: one row: whether the totals were built (by the first sweep), and a
---   random id that a replica must show too (database.replica_url is the same database).
+--   ledger (per-call rounded minutes three ways, raw usage_metrics minutes), or with how far it
+--   moved the counter (counter_delta), or a marker (counter_delta NULL: "look at it") when
+--   the counter moved from or to something that is not a number, or an organization appeared
+--   or went. No key, no index: application transactions never wait on each other here. A
+--   TRUNCATE logs a row without organization: "unknown, sweep everything". The reconciler
+--   consumes the log every pass (docs/design.md, "Cost follows activity").
+-- * reconciler.tracking: one row: whether a sweep has covered every organization since the
+--   triggers exist (incremental passes rely on that), and a random id that a replica must show
+--   too (database.replica_url is the same database).
 -- * reconciler.runs.kind ('sweep' or 'incremental') and billed_minutes (the mass-correction
 --   guard of an incremental pass measures against the latest sweep's totals).
 --
@@ -26,22 +26,11 @@ CREATE TABLE IF NOT EXISTS reconciler.changes (
   calls_round     numeric NOT NULL DEFAULT 0,
   calls_floor     numeric NOT NULL DEFAULT 0,
   metrics_raw     numeric NOT NULL DEFAULT 0,
+  counter_delta   numeric,
   logged_at       timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE reconciler.changes IS
-  'Ledger and counter changes not yet folded into reconciler.ledger_totals; written by triggers, read and deleted by synqall-reconciler.';
-
-CREATE TABLE IF NOT EXISTS reconciler.ledger_totals (
-  organization_id uuid NOT NULL,
-  month           date NOT NULL,
-  calls_ceil      numeric NOT NULL DEFAULT 0,
-  calls_round     numeric NOT NULL DEFAULT 0,
-  calls_floor     numeric NOT NULL DEFAULT 0,
-  metrics_raw     numeric NOT NULL DEFAULT 0,
-  PRIMARY KEY (organization_id, month)
-);
-COMMENT ON TABLE reconciler.ledger_totals IS
-  'Per organization and UTC month, the ledger totals as of the changes folded so far; maintained by synqall-reconciler.';
+  'Ledger and counter changes since the last reconcile pass; written by triggers, read and consumed by synqall-reconciler.';
 
 CREATE TABLE IF NOT EXISTS reconciler.tracking (
   singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -60,25 +49,20 @@ ALTER TABLE reconciler.runs
 GRANT UPDATE (billed_minutes) ON reconciler.runs TO synqall_reconciler;
 
 ALTER TABLE reconciler.changes ENABLE ROW LEVEL SECURITY;
-ALTER TABLE reconciler.ledger_totals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE reconciler.tracking ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON reconciler.changes, reconciler.ledger_totals, reconciler.tracking FROM PUBLIC;
-GRANT SELECT, INSERT, DELETE ON reconciler.changes TO synqall_reconciler;
-GRANT SELECT, INSERT, UPDATE, DELETE ON reconciler.ledger_totals TO synqall_reconciler;
+REVOKE ALL ON reconciler.changes, reconciler.tracking FROM PUBLIC;
+-- TRUNCATE: the log is emptied under its table lock when that lock is free at once.
+GRANT SELECT, INSERT, DELETE, TRUNCATE ON reconciler.changes TO synqall_reconciler;
 GRANT SELECT, UPDATE (initialized_at, initialized_run_id) ON reconciler.tracking
   TO synqall_reconciler;
 DROP POLICY IF EXISTS synqall_reconciler_all ON reconciler.changes;
 CREATE POLICY synqall_reconciler_all ON reconciler.changes
   TO synqall_reconciler USING (true) WITH CHECK (true);
-DROP POLICY IF EXISTS synqall_reconciler_all ON reconciler.ledger_totals;
-CREATE POLICY synqall_reconciler_all ON reconciler.ledger_totals
-  TO synqall_reconciler USING (true) WITH CHECK (true);
 DROP POLICY IF EXISTS synqall_reconciler_all ON reconciler.tracking;
 CREATE POLICY synqall_reconciler_all ON reconciler.tracking
   TO synqall_reconciler USING (true) WITH CHECK (true);
 
--- What one row adds to its organization's ledger, as the pass counts it; shared by the
--- triggers and the reconciler's own rebuilds. Plain SQL expressions (inlined by the planner):
+-- What one row adds to its organization's ledger, as the pass counts it (the triggers'). Plain SQL expressions (inlined by the planner):
 -- no search_path of their own is needed, every name is qualified.
 --
 -- A call counts when completed, with a duration that is a number of minutes (not NULL,
@@ -125,18 +109,20 @@ SET search_path = ''
 AS $fn$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor)
+    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor,
+                                    counter_delta)
     SELECT r.organization_id, r.month, sum(pg_catalog.ceil(r.d)), sum(pg_catalog.round(r.d)),
-           sum(pg_catalog.floor(r.d))
+           sum(pg_catalog.floor(r.d)), 0
       FROM (SELECT n.organization_id, reconciler.ledger_month(n.created_at::timestamptz) AS month,
                    reconciler.call_minutes(n.status::text, n.duration_minutes::numeric) AS d
               FROM new_rows n) r
      WHERE r.organization_id IS NOT NULL AND r.d IS NOT NULL
      GROUP BY r.organization_id, r.month;
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor)
+    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor,
+                                    counter_delta)
     SELECT r.organization_id, r.month, sum(r.sign * pg_catalog.ceil(r.d)),
-           sum(r.sign * pg_catalog.round(r.d)), sum(r.sign * pg_catalog.floor(r.d))
+           sum(r.sign * pg_catalog.round(r.d)), sum(r.sign * pg_catalog.floor(r.d)), 0
       FROM (SELECT o.organization_id, reconciler.ledger_month(o.created_at::timestamptz) AS month,
                    reconciler.call_minutes(o.status::text, o.duration_minutes::numeric) AS d,
                    -1 AS sign
@@ -150,9 +136,10 @@ BEGIN
     HAVING sum(r.sign * pg_catalog.ceil(r.d)) <> 0 OR sum(r.sign * pg_catalog.round(r.d)) <> 0
         OR sum(r.sign * pg_catalog.floor(r.d)) <> 0;
   ELSE
-    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor)
+    INSERT INTO reconciler.changes (organization_id, month, calls_ceil, calls_round, calls_floor,
+                                    counter_delta)
     SELECT r.organization_id, r.month, -sum(pg_catalog.ceil(r.d)), -sum(pg_catalog.round(r.d)),
-           -sum(pg_catalog.floor(r.d))
+           -sum(pg_catalog.floor(r.d)), 0
       FROM (SELECT o.organization_id, reconciler.ledger_month(o.created_at::timestamptz) AS month,
                    reconciler.call_minutes(o.status::text, o.duration_minutes::numeric) AS d
               FROM old_rows o) r
@@ -172,16 +159,16 @@ SET search_path = ''
 AS $fn$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO reconciler.changes (organization_id, month, metrics_raw)
-    SELECT r.organization_id, r.month, sum(r.v)
+    INSERT INTO reconciler.changes (organization_id, month, metrics_raw, counter_delta)
+    SELECT r.organization_id, r.month, sum(r.v), 0
       FROM (SELECT n.organization_id, reconciler.ledger_month(n.created_at::timestamptz) AS month,
                    reconciler.metric_minutes(n.metric_type::text, n.metric_value::numeric) AS v
               FROM new_rows n) r
      WHERE r.organization_id IS NOT NULL AND r.v IS NOT NULL
      GROUP BY r.organization_id, r.month;
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO reconciler.changes (organization_id, month, metrics_raw)
-    SELECT r.organization_id, r.month, sum(r.sign * r.v)
+    INSERT INTO reconciler.changes (organization_id, month, metrics_raw, counter_delta)
+    SELECT r.organization_id, r.month, sum(r.sign * r.v), 0
       FROM (SELECT o.organization_id, reconciler.ledger_month(o.created_at::timestamptz) AS month,
                    reconciler.metric_minutes(o.metric_type::text, o.metric_value::numeric) AS v,
                    -1 AS sign
@@ -194,8 +181,8 @@ BEGIN
      GROUP BY r.organization_id, r.month
     HAVING sum(r.sign * r.v) <> 0;
   ELSE
-    INSERT INTO reconciler.changes (organization_id, month, metrics_raw)
-    SELECT r.organization_id, r.month, -sum(r.v)
+    INSERT INTO reconciler.changes (organization_id, month, metrics_raw, counter_delta)
+    SELECT r.organization_id, r.month, -sum(r.v), 0
       FROM (SELECT o.organization_id, reconciler.ledger_month(o.created_at::timestamptz) AS month,
                    reconciler.metric_minutes(o.metric_type::text, o.metric_value::numeric) AS v
               FROM old_rows o) r
@@ -206,8 +193,9 @@ BEGIN
 END
 $fn$;
 
--- A counter that moved (the app's increment, a hand edit, a repair), or an organization that
--- appeared or went: a marker, so the next incremental pass looks at it.
+-- A counter that moved (the app's increment, a hand edit, a repair): by how much. One set from
+-- or to NULL or a non-number, or an organization that appeared or went: a marker
+-- (counter_delta NULL), so the next incremental pass re-reads it.
 CREATE OR REPLACE FUNCTION reconciler.changes_from_organizations()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -215,13 +203,22 @@ SECURITY DEFINER
 SET search_path = ''
 AS $fn$
 BEGIN
+  -- The reconciler's own repairs leave the organization in sync (confirmed under the row
+  -- lock): not logged, or the next pass would re-read every repaired organization. Only the
+  -- reconciler's login can ask for that (a setting alone is anyone's).
+  IF TG_OP = 'UPDATE'
+     AND pg_catalog.current_setting('synqall_reconciler.repairing', true) = 'on'
+     AND pg_catalog.pg_has_role(session_user, 'synqall_reconciler', 'MEMBER') THEN
+    RETURN NULL;
+  END IF;
   IF TG_OP = 'UPDATE' THEN
-    INSERT INTO reconciler.changes (organization_id)
-    SELECT n.id
+    INSERT INTO reconciler.changes (organization_id, counter_delta)
+    SELECT n.id,
+           CASE WHEN d.v IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE d.v END
       FROM new_rows n
-     WHERE NOT EXISTS (SELECT 1 FROM old_rows o
-                        WHERE o.id = n.id
-                          AND o.used_minutes IS NOT DISTINCT FROM n.used_minutes);
+      LEFT JOIN old_rows o ON o.id = n.id
+     CROSS JOIN LATERAL (SELECT n.used_minutes::numeric - o.used_minutes::numeric AS v) d
+     WHERE o.id IS NULL OR o.used_minutes IS DISTINCT FROM n.used_minutes;
   ELSIF TG_OP = 'INSERT' THEN
     INSERT INTO reconciler.changes (organization_id) SELECT n.id FROM new_rows n;
   ELSE

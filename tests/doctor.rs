@@ -457,7 +457,7 @@ async fn silent_change_tracking_triggers_and_the_covering_index_are_named() {
         .into_iter()
         .find(|(l, _)| l.starts_with("WARN  change tracking"))
         .unwrap_or_else(|| panic!("{}", out.stdout));
-    assert!(tracking.0.contains("totals not built yet"), "{tracking:?}");
+    assert!(tracking.0.contains("not ready yet"), "{tracking:?}");
     let pass = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(pass.code(), 0, "{}", pass.stderr);
     let out = db.run(&["doctor"], &[]).await;
@@ -465,7 +465,7 @@ async fn silent_change_tracking_triggers_and_the_covering_index_are_named() {
         out.stdout
             .lines()
             .any(|l| l.starts_with("OK    change tracking")
-                && l.contains("11 triggers firing, totals built")),
+                && l.contains("11 triggers firing, ready")),
         "{}",
         out.stdout
     );
@@ -496,7 +496,9 @@ async fn silent_change_tracking_triggers_and_the_covering_index_are_named() {
     );
     db.exec(
         "CREATE INDEX calls_organization_usage_idx ON public.calls (organization_id)
-           INCLUDE (status, duration_minutes, created_at)",
+           INCLUDE (status, duration_minutes, created_at);
+         CREATE INDEX usage_metrics_organization_usage_idx ON public.usage_metrics
+           (organization_id) INCLUDE (metric_type, metric_value, created_at);",
     )
     .await;
     let out = db.run(&["doctor", "--json"], &[]).await;

@@ -73,7 +73,6 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
         let args = ScanArgs {
             period_start,
             known_statuses: &settings.usage.known_statuses,
-            verify_tracking: false,
             orgs: None,
         };
         let (scan, changes) = scan::collect(client, &queries.drifted_orgs, &args).await?;

@@ -1,6 +1,6 @@
 //! Checks of what incremental passes rely on (docs/design.md, "Cost follows activity"): the
-//! change-tracking triggers present and firing, the totals built, the log being folded, and
-//! the covering index their per-organization lookups read.
+//! change-tracking triggers present and firing, a first sweep done, the log being consumed,
+//! and the covering index their per-organization lookups read.
 
 use tokio_postgres::GenericClient;
 
@@ -28,10 +28,19 @@ const TRIGGERS: &[&str] = &[
 /// Below this many calls (the planner's estimate) a missing covering index is only advice.
 const COVERING_INDEX_WARN_ROWS: i64 = 100_000;
 
-/// The covering index an incremental pass's lookups want.
-pub(super) const COVERING_INDEX_SQL: &str = "CREATE INDEX CONCURRENTLY IF NOT EXISTS \
-     calls_organization_usage_idx ON public.calls (organization_id) \
-     INCLUDE (status, duration_minutes, created_at);";
+/// The covering indexes an incremental pass's re-reads want, per table.
+pub(super) const COVERING_INDEX_SQL: [(&str, &str); 2] = [
+    (
+        "public.calls",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS calls_organization_usage_idx ON public.calls \
+         (organization_id) INCLUDE (status, duration_minutes, created_at);",
+    ),
+    (
+        "public.usage_metrics",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS usage_metrics_organization_usage_idx ON \
+         public.usage_metrics (organization_id) INCLUDE (metric_type, metric_value, created_at);",
+    ),
+];
 
 pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check, DbError> {
     const NAME: &str = "change tracking";
@@ -49,8 +58,8 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
         .filter(|t| !firing.iter().any(|f| f == t))
         .collect();
     let log = match oldest {
-        Some(age) => format!("{log_rows} log rows to fold, the oldest {age} s old"),
-        None => "no log rows to fold".to_string(),
+        Some(age) => format!("{log_rows} log rows for the next pass, the oldest {age} s old"),
+        None => "the log is empty".to_string(),
     };
     let check = if !silent.is_empty() {
         Check::warn(
@@ -62,20 +71,23 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
                 TRIGGERS.len(),
                 silent.join(", ")
             ),
-            "synqall-reconciler migrate (recreates them), or ALTER TABLE public.<table> \
-             ENABLE TRIGGER <name>; then synqall-reconciler --reconcile-now (a sweep rebuilds \
-             what they missed)",
+            "ALTER TABLE public.<table> ENABLE TRIGGER <name> (a dropped one: its CREATE \
+             TRIGGER from migrations/V8__incremental.sql); then synqall-reconciler \
+             --reconcile-now (a sweep repairs what they missed)",
         )
     } else if built.is_none() {
         Check::warn(
             NAME,
-            format!("triggers firing, totals not built yet: incremental passes run as sweeps until one builds them; {log}"),
-            "synqall-reconciler --reconcile-now (a sweep builds them)",
+            format!(
+                "triggers firing, not ready yet: incremental passes run as sweeps until the \
+                 first sweep; {log}"
+            ),
+            "synqall-reconciler --reconcile-now (a sweep makes the log usable)",
         )
     } else {
         Check::ok(
             NAME,
-            format!("{} triggers firing, totals built; {log}", TRIGGERS.len()),
+            format!("{} triggers firing, ready; {log}", TRIGGERS.len()),
         )
     };
     Ok(check
@@ -86,36 +98,55 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
 
 pub(super) async fn covering_index(client: &impl GenericClient) -> Result<Check, DbError> {
     const NAME: &str = "covering index";
-    let row = client
-        .query_one(COVERING_INDEX, &[])
+    let rows = client
+        .query(COVERING_INDEX, &[])
         .await
-        .context("look for the covering index on calls")?;
-    let covered: bool = row.get("covered");
-    let estimate: i64 = row.get("calls_estimate");
-    Ok(if covered {
+        .context("look for the covering indexes")?;
+    let missing: Vec<(&str, &str)> = COVERING_INDEX_SQL
+        .iter()
+        .copied()
+        .filter(|(relation, _)| {
+            rows.iter()
+                .any(|r| r.get::<_, &str>("relation") == *relation && !r.get::<_, bool>("covered"))
+        })
+        .collect();
+    let estimate: i64 = rows
+        .iter()
+        .map(|r| r.get::<_, i64>("rows_estimate"))
+        .max()
+        .unwrap_or(0);
+    let fix = missing
+        .iter()
+        .map(|(_, sql)| *sql)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tables = missing
+        .iter()
+        .map(|(relation, _)| *relation)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(if missing.is_empty() {
         Check::ok(
             NAME,
-            "calls (organization_id) carries status, duration_minutes and created_at: \
+            "calls and usage_metrics (organization_id) carry what a re-read needs: \
              per-organization lookups read only the index",
         )
     } else if estimate >= COVERING_INDEX_WARN_ROWS {
         Check::warn(
             NAME,
             format!(
-                "no index on calls (organization_id) carrying status, duration_minutes and \
-                 created_at: each incremental lookup reads the table's pages (about {estimate} \
-                 calls)"
+                "no covering index on {tables}: each incremental re-read of an organization \
+                 reads the table's pages (about {estimate} rows)"
             ),
-            COVERING_INDEX_SQL,
+            fix,
         )
     } else {
         Check::ok(
             NAME,
             format!(
-                "not needed yet at about {estimate} calls; past {COVERING_INDEX_WARN_ROWS}: \
-                 {COVERING_INDEX_SQL}"
+                "not needed yet at about {estimate} rows; past {COVERING_INDEX_WARN_ROWS}: {fix}"
             ),
         )
     }
-    .fact("calls_estimate", estimate))
+    .fact("rows_estimate", estimate))
 }

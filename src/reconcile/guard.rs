@@ -85,7 +85,6 @@ mod tests {
             metrics_minutes: 0,
             quota: None,
             previous_period_minutes: None,
-            tracked_wrong: false,
         }
     }
 

@@ -17,6 +17,7 @@
 pub mod control;
 pub mod guard;
 pub mod journal;
+pub mod kind;
 pub mod mismatch;
 pub mod orphans;
 pub mod outcome;

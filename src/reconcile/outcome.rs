@@ -1,6 +1,7 @@
 //! How a pass is asked for ([`PassOptions`], [`RunMode`]) and how it ended ([`PassOutcome`],
 //! or [`PassError`]).
 
+pub use super::kind::PassKind;
 use super::report::PassReport;
 use super::visibility::Blind;
 use crate::db::DbError;
@@ -19,29 +20,6 @@ impl RunMode {
             Self::Daemon => "daemon",
             Self::Once => "once",
             Self::Demo => "demo",
-        }
-    }
-}
-
-/// What a pass compares: every organization, or those in the change log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PassKind {
-    /// Every organization, from the ledgers themselves (`--reconcile-now`, the nightly sweep).
-    #[default]
-    Sweep,
-    /// Only the organizations whose ledgers or counter changed since the last pass, from the
-    /// change log (the daemon's `schedule.cron`, `--reconcile-now --incremental`). Escalates
-    /// to a sweep when it cannot be trusted (tracking not built yet, a TRUNCATE logged, the
-    /// first pass of a calendar month).
-    Incremental,
-}
-
-impl PassKind {
-    /// The journal's spelling (`reconciler.runs.kind`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sweep => "sweep",
-            Self::Incremental => "incremental",
         }
     }
 }

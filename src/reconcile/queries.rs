@@ -105,42 +105,24 @@ impl PassQueries {
         } else {
             "NULL::timestamptz"
         };
-        let tracked_calls = match rounding {
-            Rounding::Ceil => "calls_ceil",
-            Rounding::Round => "calls_round",
-            Rounding::Floor => "calls_floor",
-        };
-        let tracked_metrics = |alias: &str| {
-            format!(
-                "LEAST(GREATEST({}(COALESCE({alias}.metrics_raw, 0)), 0), {BIGINT_MAX})::bigint",
-                rounding_function(rounding)
-            )
-        };
-        let comparison = |template: &str, alias: &str| {
+        let comparison = |template: &str| {
             fill(template)
                 .replace("{expected}", expected)
                 .replace("{quota}", quota)
-                .replace("{tracked_calls}", tracked_calls)
-                .replace("{tracked_metrics}", &tracked_metrics(alias))
-        };
-        let filtered = |sql: String, some: bool| {
-            let filter = |column: &str| {
-                if some {
-                    format!("AND {column} = ANY ($4::uuid[])")
-                } else {
-                    String::new()
-                }
-            };
-            sql.replace("{filter_c}", &filter("c.organization_id"))
-                .replace("{filter_m}", &filter("m.organization_id"))
-                .replace("{filter_o}", &filter("o.id"))
-                .replace("{filter_lm}", &filter("lm.organization_id"))
-                .replace("{filter_x}", &filter("x.organization_id"))
+                .replace("{tracked_calls}", log_calls_column(rounding))
+                .replace(
+                    "{source_is_metrics}",
+                    if source == Source::UsageMetrics {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                )
         };
         Self {
-            drifted_orgs: filtered(comparison(DRIFTED_ORGS_TEMPLATE, "tr"), false),
-            candidate_orgs: filtered(comparison(DRIFTED_ORGS_TEMPLATE, "tr"), true),
-            compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE, "t"),
+            drifted_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), false),
+            candidate_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), true),
+            compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE),
             lock_orgs: fill(LOCK_ORGS_TEMPLATE),
             fingerprints,
             previous_totals,
@@ -151,6 +133,30 @@ impl PassQueries {
             counter_type: schema.counter_type,
         }
     }
+}
+
+/// The change log's column of per-call rounded minutes for `rounding`.
+fn log_calls_column(rounding: Rounding) -> &'static str {
+    match rounding {
+        Rounding::Ceil => "calls_ceil",
+        Rounding::Round => "calls_round",
+        Rounding::Floor => "calls_floor",
+    }
+}
+
+/// The comparison for every organization, or (`some`) for the organizations in `$3`.
+fn filter_orgs(sql: String, some: bool) -> String {
+    let filter = |column: &str| {
+        if some {
+            format!("AND {column} = ANY ($3::uuid[])")
+        } else {
+            String::new()
+        }
+    };
+    sql.replace("{filter_c}", &filter("c.organization_id"))
+        .replace("{filter_m}", &filter("m.organization_id"))
+        .replace("{filter_o}", &filter("o.id"))
+        .replace("{filter_lm}", &filter("lm.organization_id"))
 }
 
 /// The counter as bigint, and whether its value cannot be compared: integer counters cast

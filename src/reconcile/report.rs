@@ -9,8 +9,8 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::guard::MassCorrection;
+use super::kind::PassKind;
 use super::orphans::{Attribution, OrphanedCall};
-use super::outcome::PassKind;
 use super::repair::RepairAction;
 use super::usage::{BadValues, OrgUsage};
 use crate::config::Source;
@@ -26,8 +26,8 @@ pub struct PassReport {
     pub kind: PassKind,
     /// Change-log rows folded into the tracking totals.
     pub log_rows_folded: i64,
-    /// Organizations whose tracking totals a sweep found wrong and rebuilt.
-    pub tracking_rebuilt: u64,
+    /// An incremental pass: organizations the log could not clear, re-read exactly.
+    pub candidates: u64,
     /// A sweep's billed minutes (sum of every counter), for later incremental passes' guard.
     pub billed_minutes: Option<i64>,
     pub orgs_checked: i64,
@@ -234,7 +234,7 @@ pub fn log_summary(report: &PassReport) {
         ledger_mismatches = report.ledger_mismatches,
         kind = report.kind.as_str(),
         log_rows_folded = report.log_rows_folded,
-        tracking_rebuilt = report.tracking_rebuilt,
+        candidates = report.candidates,
         dry_run = report.dry_run,
         cancelled = report.cancelled,
         orphans_ms = report.orphans_ms,

@@ -19,8 +19,6 @@ use crate::db::{DbError, QueryContext};
 pub struct ScanArgs<'a> {
     pub period_start: Option<DateTime<Utc>>,
     pub known_statuses: &'a [String],
-    /// Compare the change-tracking totals too (`tracked_wrong`), once they are built.
-    pub verify_tracking: bool,
     /// The organizations of a filtered read; `None` for all.
     pub orgs: Option<&'a [Uuid]>,
 }
@@ -72,9 +70,6 @@ impl ScanRow {
                 metrics_minutes: row.get("metrics_minutes"),
                 quota: row.get("quota"),
                 previous_period_minutes: None,
-                tracked_wrong: row
-                    .get::<_, Option<bool>>("tracked_wrong")
-                    .unwrap_or_default(),
             }),
         }
     }
@@ -117,17 +112,13 @@ impl ScanStream {
     }
 }
 
-/// The comparison's parameters, in the order `drifted_orgs.sql` numbers them (`$4` only in
+/// The comparison's parameters, in the order `drifted_orgs.sql` numbers them (`$3` only in
 /// the filtered variant, which alone names it).
 pub fn sweep_params<'a>(
     args: &'a ScanArgs<'a>,
     orgs: &'a Option<Vec<Uuid>>,
 ) -> Vec<&'a (dyn ToSql + Sync)> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &args.period_start,
-        &args.known_statuses,
-        &args.verify_tracking,
-    ];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&args.period_start, &args.known_statuses];
     if let Some(orgs) = orgs {
         params.push(orgs);
     }

@@ -42,9 +42,6 @@ pub struct OrgUsage {
     /// Set when the counter holds the previous month's total plus this month's: it was never
     /// reset at the month boundary (a period rollover, repaired without a CRITICAL line).
     pub previous_period_minutes: Option<i64>,
-    /// The change-tracking totals (V8) disagree with the ledgers for this organization: they
-    /// are rebuilt (a sweep found where the tracking went blind).
-    pub tracked_wrong: bool,
 }
 
 impl OrgUsage {
@@ -120,7 +117,7 @@ pub struct UsageScan {
     pub billed_minutes: i64,
     /// Minutes of `minutes_transcribed` rows without an organization (ignored).
     pub unowned_metric_minutes: i64,
-    /// Organizations that drifted, are over quota, or whose tracking totals are wrong.
+    /// Organizations that drifted or are over quota (an incremental comparison: candidates).
     pub disagreeing: Vec<OrgUsage>,
     /// Organizations whose two ledgers disagree now (a sweep counts them; `None` for an
     /// incremental comparison, which sees only the organizations in the log).
@@ -250,7 +247,6 @@ mod tests {
             metrics_minutes: metrics,
             quota: None,
             previous_period_minutes: None,
-            tracked_wrong: false,
         }
     }
 

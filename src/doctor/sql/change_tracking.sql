@@ -1,7 +1,7 @@
 -- The change tracking (V8): which of its triggers fire in a normal session (tgenabled 'O'
 -- fires unless session_replication_role = replica, 'A' always; 'D' is disabled, 'R' fires only
 -- under replication), whether a sweep built the totals, and how much of the log waits to be
--- folded by the next pass.
+-- consumed by the next pass.
 SELECT (SELECT t.initialized_at FROM reconciler.tracking t) AS initialized_at,
        (SELECT count(*) FROM reconciler.changes) AS log_rows,
        (SELECT (EXTRACT(epoch FROM pg_catalog.now() - min(ch.logged_at)))::bigint

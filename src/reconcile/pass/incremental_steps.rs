@@ -1,17 +1,18 @@
 //! Step 4 of an incremental pass (docs/design.md, "Cost follows activity"): compare only the
-//! organizations in the change log, from the tracking totals, then re-read the candidates
+//! organizations in the change log, from the log alone, then re-read the candidates
 //! exactly from the ledgers; and the rules that turn an incremental pass into a sweep when
 //! the tracking cannot be trusted.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use super::{Client, Pass};
 use crate::config::Period;
 use crate::db::{DbError, QueryContext};
+use crate::reconcile::mismatch::LedgerMismatch;
 use crate::reconcile::outcome::PassKind;
 use crate::reconcile::queries::{self, PassQueries};
 use crate::reconcile::scan::{self, ScanArgs};
@@ -74,83 +75,77 @@ impl Pass<'_> {
     ) -> Result<UsageScan, DbError> {
         let (run_id, fence) = (self.report.run_id, self.lock.fence());
         let started = Instant::now();
-        // The fold writes: a lost lock connection is said as such, not only as a fence.
+        // The consumption writes: a lost lock connection is said as such, not only as a fence.
         self.lock.ensure_held().await?;
-        let found =
-            tracking::compare_and_fold(client, queries, period_start, fence, self.options.dry_run)
-                .await?;
+        let found = tracking::compare_and_consume(
+            client,
+            queries,
+            period_start,
+            fence,
+            self.options.dry_run,
+        )
+        .await?;
         self.report.log_rows_folded = found.folded;
-        self.report.orgs_checked = found.scan.orgs_checked;
+        self.insurance = found.insurance;
+        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
+        self.report.candidates = candidates.len() as u64;
+        let (mut scan, changes) = self
+            .reread(client, queries, &candidates, period_start)
+            .await?;
         let mut budget = self.budget("ledger mismatch");
         let (appeared, resolved) = self
-            .apply_mismatches(&***client, &found.mismatches, &mut budget)
+            .apply_mismatches(&***client, &changes, &mut budget)
             .await?;
         budget.finish(run_id, false);
         let open = tracking.last_mismatches.unwrap_or(0) + appeared - resolved;
         self.report.ledger_mismatches = u64::try_from(open).unwrap_or(0);
-        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
-        let mut scan = self
-            .reread(client, queries, &candidates, period_start, true)
-            .await?;
         scan.orgs_checked = found.scan.orgs_checked;
+        self.report.orgs_checked = scan.orgs_checked;
         scan.guard_orgs = tracking.sweep_orgs;
         scan.guard_billed_minutes = tracking.sweep_billed_minutes;
-        let wrong: Vec<Uuid> = scan
-            .disagreeing
-            .iter()
-            .filter(|o| o.tracked_wrong)
-            .map(|o| o.org_id)
-            .collect();
-        if !wrong.is_empty() && !self.options.dry_run {
-            warn!(
-                organizations = wrong.len(),
-                first_org_id = %wrong[0],
-                %run_id,
-                "change tracking disagreed with the ledgers for candidates; rebuilt their totals"
-            );
-            tracking::rebuild(client, Some(&wrong), run_id, fence).await?;
-            self.report.tracking_rebuilt = wrong.len() as u64;
-        }
         self.report.scan_ms = telemetry::millis(started.elapsed());
         self.control.progress.bump();
         Ok(scan)
     }
 
-    /// The candidates, exactly from the ledgers (with their fingerprints for the repair): what
-    /// the tracking (or a replica) says is only a reason to look.
+    /// The candidates, exactly from the ledgers (with their fingerprints for the repair), and
+    /// their ledger-mismatch changes: what the log (or a replica) says is only a reason to look.
     pub(super) async fn reread(
         &self,
         client: &Client,
         queries: &PassQueries,
         candidates: &[Uuid],
         period_start: Option<DateTime<Utc>>,
-        verify_tracking: bool,
-    ) -> Result<UsageScan, DbError> {
+    ) -> Result<(UsageScan, Vec<LedgerMismatch>), DbError> {
         if candidates.is_empty() {
-            return Ok(UsageScan::default());
+            return Ok((UsageScan::default(), Vec::new()));
         }
         let args = ScanArgs {
             period_start,
             known_statuses: &self.settings.usage.known_statuses,
-            verify_tracking,
             orgs: Some(candidates),
         };
-        let (scan, _mismatches) = scan::collect(&***client, &queries.candidate_orgs, &args).await?;
-        Ok(scan)
+        scan::collect(&***client, &queries.candidate_orgs, &args).await
     }
 
-    /// After the repairs of a sweep: the drift it left (settling, lost races, failures) gets a
-    /// marker, so the next incremental pass looks again. (An incremental pass marked its
-    /// candidates when it folded the log.)
+    /// After the repairs: the drift the pass left (settling, lost races, failures) gets a
+    /// marker, so the next incremental pass looks again; then the pass's insurance markers go.
     pub(super) async fn mark_unrepaired(
-        &self,
+        &mut self,
         client: &Client,
         drifted: &[OrgUsage],
     ) -> Result<(), DbError> {
-        if self.options.dry_run || self.report.kind != PassKind::Sweep || drifted.is_empty() {
+        if self.options.dry_run {
             return Ok(());
         }
-        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
-        tracking::mark(&***client, &ids, self.lock.fence()).await
+        let fence = self.lock.fence();
+        let ids: Vec<Uuid> = drifted
+            .iter()
+            .map(|o| o.org_id)
+            .filter(|id| !self.repaired_ids.contains(id))
+            .collect();
+        tracking::mark(&***client, &ids, fence).await?;
+        let insurance = std::mem::take(&mut self.insurance);
+        tracking::unmark(&***client, &insurance, fence).await
     }
 }

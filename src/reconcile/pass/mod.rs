@@ -48,6 +48,11 @@ pub struct Pass<'a> {
     run_open: bool,
     /// The backend of the pass's pooled connection, to cancel its statement past the deadline.
     backend_pid: Option<i32>,
+    /// An incremental pass's markers that keep its candidates in the log until they are
+    /// settled (taken out again by `mark_unrepaired`).
+    insurance: Vec<String>,
+    /// The organizations this pass repaired (the rest of its drift gets a marker).
+    repaired_ids: std::collections::HashSet<Uuid>,
     report: PassReport,
 }
 
@@ -66,6 +71,8 @@ impl<'a> Pass<'a> {
             options,
             run_open: false,
             backend_pid: None,
+            insurance: Vec::new(),
+            repaired_ids: std::collections::HashSet::new(),
             report: PassReport {
                 run_id,
                 dry_run: options.dry_run,

@@ -237,6 +237,9 @@ impl Pass<'_> {
     fn record(&mut self, budgets: &mut RepairBudgets, org: &OrgUsage, action: &RepairAction) {
         let (run_id, source) = (self.report.run_id, self.settings.usage.source);
         let reset = org.is_period_reset();
+        if matches!(action, RepairAction::Repaired { .. }) {
+            self.repaired_ids.insert(org.org_id);
+        }
         match action {
             RepairAction::Repaired { .. } if reset => self.report.period_resets += 1,
             RepairAction::Repaired { .. } => self.report.repaired += 1,

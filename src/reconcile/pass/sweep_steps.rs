@@ -1,12 +1,12 @@
-//! Step 4 of a sweep: fold the change log, compare every organization with both ledgers in one
-//! streamed statement (ledger-mismatch changes applied in batches as they arrive, so memory
-//! stays flat), on the replica when one serves (`replica_steps`), and keep the change tracking
-//! honest: build its totals the first time, rebuild them where the sweep found them wrong.
+//! Step 4 of a sweep: consume the change log, compare every organization with both ledgers in
+//! one streamed statement (ledger-mismatch changes applied in batches as they arrive, so memory
+//! stays flat), on the replica when one serves (`replica_steps`); the first sweep makes the
+//! change tracking usable.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use super::{Client, Pass, PROGRESS_EVERY};
@@ -51,7 +51,7 @@ impl Pass<'_> {
         let unknown = tracking::unknown_markers(&***client).await?;
         if !self.options.dry_run {
             self.lock.ensure_held().await?;
-            self.report.log_rows_folded = tracking::fold(&***client, &[], fence).await?;
+            self.report.log_rows_folded = tracking::consume(client, fence).await?;
         }
         let scan = self
             .compare(db, client, queries, tracking, period_start)
@@ -62,7 +62,7 @@ impl Pass<'_> {
         self.report.billed_minutes = Some(scan.billed_minutes);
         if !self.options.dry_run {
             self.lock.ensure_held().await?;
-            self.keep_tracking_honest(client, tracking, &scan).await?;
+            self.keep_tracking_honest(client, tracking).await?;
             tracking::clear_unknown(&***client, &unknown, fence).await?;
         }
         Ok(scan)
@@ -84,20 +84,16 @@ impl Pass<'_> {
             self.replica_reader(db, client, tracking).await,
         ) {
             match self
-                .compare_everything(db, &reader, queries, tracking, period_start)
+                .compare_everything(db, &reader, queries, period_start)
                 .await
             {
                 Ok(found) => {
                     let candidates: Vec<Uuid> =
                         found.disagreeing.iter().map(|o| o.org_id).collect();
-                    let exact = self
-                        .reread(
-                            client,
-                            queries,
-                            &candidates,
-                            period_start,
-                            tracking.initialized,
-                        )
+                    // The replica's mismatch changes are applied already; the primary's exact
+                    // re-read decides drift only.
+                    let (exact, _changes) = self
+                        .reread(client, queries, &candidates, period_start)
                         .await?;
                     return Ok(UsageScan {
                         disagreeing: exact.disagreeing,
@@ -110,7 +106,7 @@ impl Pass<'_> {
                 Err(ScanFailure::Write(e)) => return Err(e),
             }
         }
-        self.compare_everything(db, client, queries, tracking, period_start)
+        self.compare_everything(db, client, queries, period_start)
             .await
             .map_err(ScanFailure::into_inner)
     }
@@ -123,7 +119,6 @@ impl Pass<'_> {
         db: &Database,
         source: &Client,
         queries: &PassQueries,
-        tracking: &TrackingState,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, ScanFailure> {
         let run_id = self.report.run_id;
@@ -131,7 +126,6 @@ impl Pass<'_> {
         let args = ScanArgs {
             period_start,
             known_statuses: &self.settings.usage.known_statuses,
-            verify_tracking: tracking.initialized,
             orgs: None,
         };
         let params = scan::sweep_params(&args, &None);
@@ -181,45 +175,22 @@ impl Pass<'_> {
         Ok(scan)
     }
 
-    /// Build the change-tracking totals the first time; afterwards rebuild those the sweep
-    /// found wrong (the triggers were blind to something: disabled, a restore, a bulk load).
+    /// The first sweep since the triggers exist covered every organization: from now on
+    /// incremental passes may rely on the log.
     async fn keep_tracking_honest(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         tracking: &TrackingState,
-        scan: &UsageScan,
     ) -> Result<(), DbError> {
+        if tracking.initialized {
+            return Ok(());
+        }
         let (run_id, fence) = (self.report.run_id, self.lock.fence());
-        if !tracking.initialized {
-            let started = Instant::now();
-            let built = tracking::rebuild(client, None, run_id, fence).await?;
-            info!(
-                totals_rows = built.totals_rows,
-                log_rows = built.log_rows,
-                duration_ms = telemetry::millis(started.elapsed()),
-                %run_id,
-                "change tracking built: incremental passes compare only what changed from now on"
-            );
-            return Ok(());
-        }
-        let wrong: Vec<Uuid> = scan
-            .disagreeing
-            .iter()
-            .filter(|o| o.tracked_wrong)
-            .map(|o| o.org_id)
-            .collect();
-        if wrong.is_empty() {
-            return Ok(());
-        }
-        warn!(
-            organizations = wrong.len(),
-            first_org_id = %wrong[0],
+        tracking::mark_initialized(&***client, run_id, fence).await?;
+        info!(
             %run_id,
-            "change tracking disagreed with the ledgers (triggers disabled, a restore or a bulk \
-             load?); rebuilt those organizations' totals"
+            "change tracking ready: incremental passes compare only what changed from now on"
         );
-        tracking::rebuild(client, Some(&wrong), run_id, fence).await?;
-        self.report.tracking_rebuilt = wrong.len() as u64;
         Ok(())
     }
 }

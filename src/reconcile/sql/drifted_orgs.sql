@@ -1,8 +1,7 @@
 -- The comparison of every counter with both ledgers, in one statement inside the database (or,
 -- filtered, of some organizations: the exact re-read of an incremental pass's candidates):
 --   kind = 'org'       an organization whose stored counter disagrees with its truth ledger, or
---                      that is over its quota, or whose change-tracking totals disagree with
---                      its ledgers (tracked_wrong)
+--                      that is over its quota
 --   kind = 'mismatch'  a ledger mismatch (calls and usage_metrics disagree) that appeared,
 --                      changed or resolved against reconciler.ledger_mismatches (V7): an
 --                      unchanged mismatch costs no row
@@ -27,15 +26,12 @@
 --   {quota}           o.max_minutes_monthly::bigint with usage.period = calendar_month (and an
 --                     integer column present), else NULL::bigint: over-quota organizations are
 --                     returned too
---   {tracked_calls}, {tracked_metrics}  the change-tracking totals' column and rounding
---                     (reconciler.ledger_totals + reconciler.changes, V8)
 --   {filter_c}, {filter_m}, {filter_o}, {filter_lm}  empty (every organization), or
---                     `AND x.organization_id = ANY ($4::uuid[])` (some)
+--                     `AND x.organization_id = ANY ($3::uuid[])` (some)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 -- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
 --    none, are not counted and are named by a 'status' row
--- $3 boolean: compare the change-tracking totals too (once they are built)
--- $4 uuid[]: the organizations of a filtered read (NULL otherwise)
+-- $3 uuid[]: the organizations of a filtered read (NULL otherwise)
 WITH call_totals AS (
   SELECT c.organization_id,
          c.status,
@@ -59,24 +55,6 @@ metric_totals AS (
      {filter_m}
    GROUP BY m.organization_id
 ),
--- What the change tracking believes (totals plus pending changes): compared only to find
--- where it went wrong (triggers disabled, a restore, a bulk load), never used for a repair.
-tracked AS (
-  SELECT x.organization_id,
-         COALESCE(sum(x.calls_raw), 0) AS calls_raw,
-         COALESCE(sum(x.metrics_raw), 0) AS metrics_raw
-    FROM (SELECT lt.organization_id, lt.month, lt.{tracked_calls} AS calls_raw, lt.metrics_raw
-            FROM reconciler.ledger_totals lt
-           WHERE $3
-          UNION ALL
-          SELECT ch.organization_id, ch.month, ch.{tracked_calls}, ch.metrics_raw
-            FROM reconciler.changes ch
-           WHERE $3 AND ch.month IS NOT NULL) x
-   WHERE x.organization_id IS NOT NULL
-     AND ($1::timestamptz IS NULL OR x.month >= ($1 AT TIME ZONE 'UTC')::date)
-     {filter_x}
-   GROUP BY x.organization_id
-),
 compared AS (
   SELECT o.id,
          o.name,
@@ -86,14 +64,10 @@ compared AS (
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
          COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
-         {quota} AS quota,
-         $3 AND (LEAST(COALESCE(tr.calls_raw, 0), 9223372036854775807)::bigint
-                   <> COALESCE(ct.call_minutes, 0)
-                 OR {tracked_metrics} <> COALESCE(mt.metric_minutes, 0)) AS tracked_wrong
+         {quota} AS quota
     FROM public.organizations o
     LEFT JOIN call_totals ct ON ct.organization_id = o.id AND ct.status = 'completed'
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
-    LEFT JOIN tracked tr ON tr.organization_id = o.id
    WHERE true {filter_o}
 ),
 mismatched AS (
@@ -109,12 +83,11 @@ recorded AS (
 SELECT 'org' AS kind, id, name, stored, stored_invalid, call_count, calls_minutes,
        metric_count, metrics_minutes, quota, NULL::text AS status, NULL::bigint AS orgs_checked,
        NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes,
-       NULL::bigint AS mismatches, tracked_wrong
+       NULL::bigint AS mismatches
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR stored_invalid
     OR {expected} > quota
-    OR tracked_wrong
 UNION ALL
 -- Ledger mismatches: only what differs from the recorded state.
 SELECT 'mismatch', COALESCE(n.id, r.organization_id),
@@ -125,14 +98,14 @@ SELECT 'mismatch', COALESCE(n.id, r.organization_id),
        CASE WHEN r.organization_id IS NULL THEN 'appeared'
             WHEN n.id IS NULL THEN 'resolved'
             ELSE 'changed' END,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL
   FROM mismatched n
   FULL JOIN recorded r ON r.organization_id = n.id
  WHERE n.id IS NULL OR r.organization_id IS NULL
     OR (n.calls_minutes, n.metrics_minutes) IS DISTINCT FROM (r.calls_minutes, r.metrics_minutes)
 UNION ALL
 SELECT 'status', NULL, NULL, NULL, NULL, sum(count_of_status)::bigint, NULL, NULL, NULL, NULL,
-       status, NULL, NULL, NULL, NULL, NULL
+       status, NULL, NULL, NULL, NULL
   FROM (SELECT ct.status, ct.call_count AS count_of_status
           FROM call_totals ct
          WHERE ct.status IS DISTINCT FROM 'completed') s
@@ -141,5 +114,5 @@ UNION ALL
 SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
-       (SELECT count(*) FROM mismatched), NULL
+       (SELECT count(*) FROM mismatched)
   FROM compared

@@ -1,23 +1,23 @@
 //! Change tracking for incremental passes (docs/design.md, "Cost follows activity").
 //!
-//! Triggers (V8) log, in the application's own transactions, what each statement added to or
-//! removed from each organization's ledgers (`reconciler.changes`, append-only, no key). The
-//! reconciler folds that log into per-organization, per-month totals
-//! (`reconciler.ledger_totals`), so that at every snapshot *ledger = totals + pending changes*.
-//! An incremental pass then compares only the organizations in the log, reading the log, their
-//! totals and their counters, never the ledgers ([`compare_and_fold`]); what it finds is only a
-//! candidate, re-read exactly from the ledgers before anything is settled or repaired.
+//! Triggers (V8) log, in the application's own transactions, what each statement changed per
+//! organization (`reconciler.changes`, append-only, no key, no index): ledger deltas and
+//! counter deltas, or a marker ("look at it"). After every pass each organization is in sync
+//! or marked; so an organization whose counter moved exactly as its ledgers did is still in
+//! sync, and only the others are candidates, re-read exactly from the ledgers before anything
+//! is settled or repaired ([`compare_and_consume`]). The log is consumed in the comparison's
+//! own snapshot: emptied with TRUNCATE when its lock is free at once (nothing per row), else
+//! by deleting the rows that snapshot saw.
 //!
 //! What the triggers cannot see (triggers disabled, a restore, a bulk load under
-//! `session_replication_role = replica`, an edit of the reconciler's own tables) the sweep finds:
-//! it compares the tracking with the ledgers for every organization and rebuilds the totals
-//! where they went wrong ([`rebuild`]). The first sweep builds them all.
+//! `session_replication_role = replica`, an edit of the reconciler's own tables) the sweep
+//! finds and repairs, and a sweep leaves every organization in sync or marked again. The
+//! first sweep marks the tracking usable ([`mark_initialized`]).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{GenericClient, IsolationLevel};
 use uuid::Uuid;
 
-use super::mismatch::LedgerMismatch;
 use super::queries::PassQueries;
 use super::scan::ScanStream;
 use super::usage::UsageScan;
@@ -28,8 +28,12 @@ const STATE: &str = include_str!("sql/tracking_state.sql");
 const FOLD: &str = include_str!("sql/fold_changes.sql");
 const MARK: &str = include_str!("sql/mark_changes.sql");
 const MARK_INITIALIZED: &str = include_str!("sql/mark_initialized.sql");
-const REBUILD_CLEAR: &str = include_str!("sql/rebuild_clear.sql");
-const REBUILD_BUILD: &str = include_str!("sql/rebuild_build.sql");
+/// Below this size the log is emptied under its table lock (TRUNCATE) when the lock is free at
+/// once; the application's writes wait for that short critical section only. Above it (a log
+/// that grew while no pass ran) its rows are deleted instead, without the lock.
+const TRUNCATE_BELOW_BYTES: i64 = 8 * 1024 * 1024;
+const LOG_SIZE: &str = "SELECT pg_catalog.pg_relation_size('reconciler.changes')";
+const LOCK_LOG: &str = "LOCK TABLE reconciler.changes IN ACCESS EXCLUSIVE MODE NOWAIT";
 const UNKNOWN_MARKERS: &str =
     "SELECT ctid::text FROM reconciler.changes WHERE organization_id IS NULL";
 const CLEAR_UNKNOWN_MARKERS: &str = "DELETE FROM reconciler.changes \
@@ -41,7 +45,8 @@ type Client = deadpool_postgres::Object;
 /// What the tracking table and the journal say before a pass decides what kind it is.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackingState {
-    /// The totals were built by a sweep: incremental passes may use them.
+    /// A sweep covered every organization since the triggers exist: incremental passes may
+    /// rely on the log.
     pub initialized: bool,
     /// This database's identity (a replica must show the same).
     pub database_id: Uuid,
@@ -109,104 +114,149 @@ pub async fn clear_unknown(
     Ok(())
 }
 
-/// Fold the log into the totals (fenced); `marks` get a marker back, so the next incremental
-/// pass looks at them again. Returns how many log rows were folded.
+/// Empty the log of everything it holds for organizations (fenced), before a sweep compares
+/// every organization: TRUNCATE under the table lock when it is free at once and the log holds
+/// no TRUNCATE marker, else delete the rows this statement sees. Returns the rows taken.
 ///
 /// # Errors
-/// The statement failed.
-pub async fn fold(
-    client: &impl tokio_postgres::GenericClient,
-    marks: &[uuid::Uuid],
-    fence: Fence,
-) -> Result<i64, DbError> {
-    let row = client
-        .query_one(FOLD, &[&marks, &fence.key, &fence.pid])
+/// A statement failed, or the lock was lost ([`DbError::Fenced`]).
+pub async fn consume(client: &mut Client, fence: Fence) -> Result<i64, DbError> {
+    let small = log_is_small(&***client).await?;
+    let tx = client
+        .transaction()
         .await
-        .context("fold reconciler.changes into reconciler.ledger_totals")?;
+        .context("begin consuming reconciler.changes")?;
+    let taken = if small && lock_log(&tx).await? {
+        let row = tx
+            .query_one(
+                "SELECT count(*) FILTER (WHERE organization_id IS NOT NULL),
+                        bool_or(organization_id IS NULL)
+                   FROM reconciler.changes",
+                &[],
+            )
+            .await
+            .context("count reconciler.changes")?;
+        if row.get::<_, Option<bool>>(1) == Some(true) {
+            delete_seen(&*tx, fence).await?
+        } else {
+            truncate(&tx, fence).await?;
+            row.get(0)
+        }
+    } else {
+        delete_seen(&*tx, fence).await?
+    };
+    tx.commit()
+        .await
+        .context("commit consuming reconciler.changes")?;
+    Ok(taken)
+}
+
+async fn log_is_small(client: &impl GenericClient) -> Result<bool, DbError> {
+    let bytes: i64 = client
+        .query_one(LOG_SIZE, &[])
+        .await
+        .context("measure reconciler.changes")?
+        .get(0);
+    Ok(bytes < TRUNCATE_BELOW_BYTES)
+}
+
+/// The log's table lock, if no application transaction holds it now (NOWAIT: never queued
+/// behind one, so never making the application's next writes queue behind us for long).
+async fn lock_log(tx: &tokio_postgres::Transaction<'_>) -> Result<bool, DbError> {
+    tx.batch_execute("SAVEPOINT lock_log")
+        .await
+        .context("savepoint before locking reconciler.changes")?;
+    match tx.batch_execute(LOCK_LOG).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT lock_log")
+                .await
+                .context("give up the lock of reconciler.changes")?;
+            Ok(false)
+        }
+        Err(e) => Err(e).context("lock reconciler.changes"),
+    }
+}
+
+async fn truncate(tx: &tokio_postgres::Transaction<'_>, fence: Fence) -> Result<(), DbError> {
+    if !fence.holds(tx).await? {
+        return Err(DbError::Fenced);
+    }
+    tx.batch_execute("TRUNCATE reconciler.changes")
+        .await
+        .context("empty reconciler.changes")
+}
+
+async fn delete_seen(client: &impl GenericClient, fence: Fence) -> Result<i64, DbError> {
+    let row = client
+        .query_one(FOLD, &[&fence.key, &fence.pid])
+        .await
+        .context("take the rows seen out of reconciler.changes")?;
     if !row.get::<_, bool>("held") {
         return Err(DbError::Fenced);
     }
     Ok(row.get("folded"))
 }
 
-/// A marker for each of `orgs`: the next incremental pass looks at them (fenced).
+/// A marker for each of `orgs`: the next incremental pass looks at them (fenced). Returns the
+/// markers' row ids.
 ///
 /// # Errors
 /// The statement failed.
 pub async fn mark(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl GenericClient,
     orgs: &[Uuid],
     fence: Fence,
-) -> Result<(), DbError> {
+) -> Result<Vec<String>, DbError> {
     if orgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(MARK, &[&orgs, &fence.key, &fence.pid])
+        .await
+        .context("mark organizations for the next incremental pass")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Take a pass's insurance markers out again, once its candidates were settled (those left
+/// drifted got markers of their own). Fenced.
+///
+/// # Errors
+/// The statement failed.
+pub async fn unmark(
+    client: &impl GenericClient,
+    markers: &[String],
+    fence: Fence,
+) -> Result<(), DbError> {
+    if markers.is_empty() {
         return Ok(());
     }
     client
-        .execute(MARK, &[&orgs, &fence.key, &fence.pid])
+        .execute(
+            "DELETE FROM reconciler.changes
+              WHERE ctid = ANY ($1::text[]::tid[]) AND counter_delta IS NULL
+                AND (SELECT reconciler.holds_lock($2, $3))",
+            &[&markers, &fence.key, &fence.pid],
+        )
         .await
-        .context("mark organizations for the next incremental pass")?;
+        .context("remove the pass's own markers")?;
     Ok(())
 }
 
-/// What a rebuild did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Rebuilt {
-    pub log_rows: i64,
-    pub totals_rows: u64,
-}
-
-/// Rebuild the totals of `orgs` (all of them with `None`: the first build) from the ledgers,
-/// in one REPEATABLE READ transaction, so that the log rows it forgets and the ledger rows it
-/// reads belong to one snapshot. Rebuilt organizations get a marker: the next incremental pass
-/// looks at them. The first build also records that the tracking is ready.
+/// The first sweep covered every organization: incremental passes may rely on the log.
 ///
 /// # Errors
-/// A statement failed, or the lock was lost ([`DbError::Fenced`]).
-pub async fn rebuild(
-    client: &mut Client,
-    orgs: Option<&[Uuid]>,
+/// The statement failed.
+pub async fn mark_initialized(
+    client: &impl GenericClient,
     run_id: Uuid,
     fence: Fence,
-) -> Result<Rebuilt, DbError> {
-    let (filter, all) = match orgs {
-        Some(_) => ("= ANY ($1::uuid[])", false),
-        // $1 is named in every variant (its type must be known); an empty array here.
-        None => ("IS NOT NULL AND $1::uuid[] IS NOT NULL", true),
-    };
-    let some: Vec<Uuid> = orgs.map(<[Uuid]>::to_vec).unwrap_or_default();
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
+) -> Result<(), DbError> {
+    client
+        .execute(MARK_INITIALIZED, &[&run_id, &fence.key, &fence.pid])
         .await
-        .context("begin the rebuild of the change-tracking totals")?;
-    let clear = REBUILD_CLEAR.replace("{org_filter}", filter);
-    let cleared = tx
-        .query_one(clear.as_str(), &[&some, &fence.key, &fence.pid, &all])
-        .await
-        .context("clear the change-tracking totals")?;
-    if !cleared.get::<_, bool>("held") {
-        return Err(DbError::Fenced);
-    }
-    let build = REBUILD_BUILD.replace("{org_filter}", filter);
-    let built = tx
-        .execute(build.as_str(), &[&some, &fence.key, &fence.pid])
-        .await
-        .context("build the change-tracking totals from the ledgers")?;
-    if all {
-        tx.execute(MARK_INITIALIZED, &[&run_id, &fence.key, &fence.pid])
-            .await
-            .context("record that the change tracking is built")?;
-    } else {
-        mark(&*tx, &some, fence).await?;
-    }
-    tx.commit()
-        .await
-        .context("commit the change-tracking totals")?;
-    Ok(Rebuilt {
-        log_rows: cleared.get("log_rows"),
-        totals_rows: built,
-    })
+        .context("record that the change tracking is usable")?;
+    Ok(())
 }
 
 /// What the incremental comparison found.
@@ -214,39 +264,55 @@ pub async fn rebuild(
 pub struct DirtyScan {
     /// Candidates (in `disagreeing`, to be re-read exactly), and the log's size.
     pub scan: UsageScan,
-    /// Ledger mismatches that appeared, changed or resolved among the organizations in the log.
-    pub mismatches: Vec<LedgerMismatch>,
-    /// Log rows folded (0 in a dry run).
+    /// Log rows consumed (0 in a dry run).
     pub folded: i64,
+    /// The markers that keep the candidates in the log until the pass settled them.
+    pub insurance: Vec<String>,
 }
 
-/// The incremental comparison, then (unless `dry_run`) the fold of exactly the log rows it
-/// read, in one REPEATABLE READ transaction. Candidates are marked again, so a pass that stops
-/// before repairing them leaves them for the next one.
+/// The incremental comparison, then (unless `dry_run`) the consumption of exactly the log rows
+/// it read, in one REPEATABLE READ transaction. The log's lock, when free at once, is taken
+/// before the snapshot: the comparison then sees every committed row and the log is emptied
+/// with TRUNCATE. Candidates get insurance markers, so a pass that stops before settling them
+/// leaves them for the next one.
 ///
 /// # Errors
 /// A statement failed, or the lock was lost.
-pub async fn compare_and_fold(
+pub async fn compare_and_consume(
     client: &mut Client,
     queries: &PassQueries,
     period_start: Option<DateTime<Utc>>,
     fence: Fence,
     dry_run: bool,
 ) -> Result<DirtyScan, DbError> {
+    let small = !dry_run && log_is_small(&***client).await?;
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .await
         .context("begin the incremental comparison")?;
+    // Before any query: the snapshot is taken by the first one, after the lock.
+    let locked = small && lock_log(&tx).await?;
     let mut found = DirtyScan::default();
     let mut rows = ScanStream::start(&*tx, &queries.compare_dirty, &[&period_start]).await?;
+    let mut none = Vec::new();
     while let Some(row) = rows.next().await {
-        found.scan.absorb(row?, &mut found.mismatches);
+        found.scan.absorb(row?, &mut none);
     }
     if !dry_run {
+        // A TRUNCATE marker makes the pass a sweep: the log stays as it is for it.
+        if found.scan.unknown_organizations {
+            return Ok(found);
+        }
+        if locked {
+            truncate(&tx, fence).await?;
+            found.folded = found.scan.log_rows;
+        } else {
+            found.folded = delete_seen(&*tx, fence).await?;
+        }
         let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
-        found.folded = fold(&*tx, &candidates, fence).await?;
+        found.insurance = mark(&*tx, &candidates, fence).await?;
     }
     tx.commit()
         .await

@@ -1,4 +1,4 @@
--- Whether the change-tracking totals were built, the database's identity (a replica must
+-- Whether a sweep has covered every organization since the triggers exist, the database's identity (a replica must
 -- show the same), and what the latest sweep measured (the mass-correction guard of an
 -- incremental pass compares with it).
 SELECT t.initialized_at, t.database_id,
