@@ -166,7 +166,9 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
             .batch_execute("VACUUM public.organizations")
             .await
             .unwrap();
+        measure::reset_top(&client).await;
         clean.push(measure_pass(&client, &url, SWEEP, &[]).await);
+        measure::print_top(&client, "clean sweep").await;
         let planted = scenarios::plant_drift(&client, args.drift, &format!("drift {round}")).await;
         drift.push(measure_pass(&client, &url, SWEEP, &[]).await);
         assert_eq!(
@@ -255,7 +257,12 @@ async fn on_a_replica(
         replica_url.as_str(),
     )];
     let (mut without, mut with, mut on_replica) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut clean_without, mut clean_with) = (Vec::new(), Vec::new());
     for round in 0..args.repeat {
+        // What a nightly sweep finds after a day of incremental passes: nothing.
+        clean_without.push(measure_pass(client, url, SWEEP, &[]).await);
+        scenarios::wait_replayed(client, &replica).await;
+        clean_with.push(measure_pass(client, url, SWEEP, &env).await);
         let planted =
             scenarios::plant_drift(client, args.drift / 10.0, &format!("primary {round}")).await;
         without.push(measure_pass(client, url, SWEEP, &[]).await);
@@ -264,7 +271,9 @@ async fn on_a_replica(
             scenarios::plant_drift(client, args.drift / 10.0, &format!("replica {round}")).await;
         scenarios::wait_replayed(client, &replica).await;
         let replica_before = measure::Counters::read(&replica).await;
+        measure::reset_top(client).await;
         let cost = measure_pass(client, url, SWEEP, &env).await;
+        measure::print_top(client, "sweep with replica_url, on the primary").await;
         on_replica.push(Cost {
             wall: cost.wall,
             ..replica_before.since(&replica).await
@@ -272,6 +281,19 @@ async fn on_a_replica(
         assert_eq!(scenarios::wrong_among(client, &planted).await, 0);
         with.push(cost);
     }
+    let clean_without = median(clean_without);
+    report(
+        size,
+        "sweep, clean, no replica (primary)",
+        clean_without,
+        clean_without,
+    );
+    report(
+        size,
+        "sweep, clean, replica_url (primary)",
+        median(clean_with),
+        clean_without,
+    );
     let without = median(without);
     let with = median(with);
     let row = |name: &str, cost: Cost| report(size, name, cost, without);

@@ -141,10 +141,17 @@ pub async fn measure_pass(client: &Client, url: &str, args: &[&str], env: &[(&st
         .env("DATABASE_URL", url)
         .env("SYNQALL_RECONCILER_CONFIG", empty_config())
         .env("SYNQALL_RECONCILER__USAGE__SETTLE_SECONDS", "0")
-        .env("SYNQALL_RECONCILER__LOG__LEVEL", "warn")
+        .env(
+            "SYNQALL_RECONCILER__LOG__LEVEL",
+            if std::env::var_os("BENCH_LOGS").is_some() {
+                "info"
+            } else {
+                "warn"
+            },
+        )
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(pass_log())
         .spawn()
         .expect("start synqall-reconciler");
     let (status, peak_rss_kib) = wait_with_rusage(child.id() as i32);
@@ -162,14 +169,56 @@ pub async fn measure_pass(client: &Client, url: &str, args: &[&str], env: &[(&st
     }
 }
 
-/// `wait4` for the exit code and the peak resident set size (KiB).
+/// With `BENCH_LOGS=FILE`: every pass's log lines (at info: the summary with its
+/// `orphans_ms`, `scan_ms`, `repair_ms`) appended to FILE; else discarded.
+fn pass_log() -> std::process::Stdio {
+    match std::env::var_os("BENCH_LOGS") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(std::process::Stdio::from)
+            .unwrap_or_else(|_| std::process::Stdio::null()),
+        None => std::process::Stdio::null(),
+    }
+}
+
+/// Wait for the child; returns its exit code and its peak resident set size (KiB).
+///
+/// Not `ru_maxrss`: Linux folds the RSS of the process image before `exec` into it, and
+/// `Command` spawns with vfork, so that would be this benchmark's own RSS (88 MiB after it
+/// held 600k organization ids) whenever that is larger. `VmHWM` of `/proc/PID/status` is the
+/// high-water mark of the program's own memory after `exec`; it is polled until the child
+/// exits (a growth within the last few milliseconds could be missed).
 fn wait_with_rusage(pid: i32) -> (i32, i64) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    if let Some(kib) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+                    {
+                        peak = peak.max(kib);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
     let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+    // SAFETY: waiting for our own child.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid failed");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = poller.join().expect("the RSS poller");
+    (libc::WEXITSTATUS(status), peak)
 }
 
 pub fn human_bytes(bytes: i64) -> String {

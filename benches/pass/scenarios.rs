@@ -13,11 +13,23 @@ use uuid::Uuid;
 /// and how many increments were lost.
 pub async fn activity(client: &Client, fraction: f64, lost: f64, round: usize) -> (Vec<Uuid>, i64) {
     let orgs = pick_orgs(client, fraction, &format!("active {round}")).await;
+    // A member of each (one query: memberships have no index by organization).
+    let members: std::collections::HashMap<Uuid, Uuid> = client
+        .query(
+            "SELECT DISTINCT ON (organization_id) organization_id, user_id
+               FROM public.user_organizations WHERE organization_id = ANY ($1)
+              ORDER BY organization_id, user_id",
+            &[&orgs],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     let insert = client
         .prepare(
             "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
-             SELECT m.user_id, $1, 'completed', $2
-               FROM public.user_organizations m WHERE m.organization_id = $1 LIMIT 1",
+             VALUES ($3, $1, 'completed', $2)",
         )
         .await
         .unwrap();
@@ -37,7 +49,10 @@ pub async fn activity(client: &Client, fraction: f64, lost: f64, round: usize) -
     for (i, org) in orgs.iter().enumerate() {
         for call in 0..3 {
             let minutes: i32 = 2 + call;
-            client.execute(&insert, &[org, &minutes]).await.unwrap();
+            client
+                .execute(&insert, &[org, &minutes, &members.get(org)])
+                .await
+                .unwrap();
             client.execute(&metric, &[org, &minutes]).await.unwrap();
             if i % every == 0 && call == 2 {
                 lost += 1;

@@ -41,7 +41,10 @@ pub struct SessionSettings {
 }
 
 impl SessionSettings {
-    /// The `SET` statements.
+    /// The `SET` statements. `jit = off`: the comparison's expressions are simple and its
+    /// cost estimate is large, so PostgreSQL would compile it with LLVM every pass, which took
+    /// about 15% of the sweep's statement at 20k organizations (bench, `BENCH_EXPLAIN`) and
+    /// more with inlining and optimization above `jit_optimize_above_cost`.
     fn statements(&self) -> String {
         format!(
             "SET statement_timeout = '{}ms'; SET lock_timeout = '{}ms'; \
@@ -49,7 +52,8 @@ impl SessionSettings {
              SET tcp_keepalives_idle = {TCP_KEEPALIVES_IDLE_SECONDS}; \
              SET tcp_keepalives_interval = {TCP_KEEPALIVES_INTERVAL_SECONDS}; \
              SET tcp_keepalives_count = {TCP_KEEPALIVES_COUNT}; \
-             SET tcp_user_timeout = '{}ms';",
+             SET tcp_user_timeout = '{}ms'; \
+             SET jit = off;",
             self.statement_timeout.as_millis(),
             self.lock_timeout.as_millis(),
             self.idle_in_transaction.as_millis(),

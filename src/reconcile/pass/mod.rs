@@ -101,10 +101,6 @@ impl<'a> Pass<'a> {
         let orphans_started = Instant::now();
         self.orphaned_calls(&client, &queries).await?;
         self.control.progress.bump();
-        if self.report.kind == PassKind::Sweep {
-            // Users without organization: a scan of all users, a sweep's job.
-            self.orphaned_users(&client).await?;
-        }
         self.report.orphans_ms = telemetry::millis(orphans_started.elapsed());
         if self.stop_requested() {
             return Ok(());

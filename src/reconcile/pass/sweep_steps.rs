@@ -68,9 +68,10 @@ impl Pass<'_> {
         Ok(scan)
     }
 
-    /// Compare every organization: on the replica when it serves (its candidates then
-    /// re-read exactly here), else here. A replica that fails mid-read falls back to the
-    /// primary; a failed write on the primary fails the pass.
+    /// Compare every organization (and count the users without organization, a scan of all
+    /// users): on the replica when it serves (its candidates then re-read exactly here), else
+    /// here. A replica that fails mid-read falls back to the primary; a failed write on the
+    /// primary fails the pass.
     async fn compare(
         &mut self,
         db: &Database,
@@ -83,10 +84,15 @@ impl Pass<'_> {
             db.replica(),
             self.replica_reader(db, client, tracking).await,
         ) {
-            match self
-                .compare_everything(db, &reader, queries, period_start)
-                .await
-            {
+            let users = self.orphaned_users(&reader).await;
+            let found = match users {
+                Ok(()) => {
+                    self.compare_everything(db, &reader, queries, period_start)
+                        .await
+                }
+                Err(e) => Err(ScanFailure::Read(e)),
+            };
+            match found {
                 Ok(found) => {
                     let candidates: Vec<Uuid> =
                         found.disagreeing.iter().map(|o| o.org_id).collect();
@@ -106,6 +112,7 @@ impl Pass<'_> {
                 Err(ScanFailure::Write(e)) => return Err(e),
             }
         }
+        self.orphaned_users(client).await?;
         self.compare_everything(db, client, queries, period_start)
             .await
             .map_err(ScanFailure::into_inner)
