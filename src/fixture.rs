@@ -105,3 +105,47 @@ pub async fn create_supabase_like_database(
     execute_sql(&owner, SUPABASE_APP_SQL).await?;
     Ok(owner)
 }
+
+/// Wait until the standby at `replica_url` has replayed everything the primary at
+/// `primary_url` wrote so far (`pg_current_wal_lsn` there, `pg_last_wal_replay_lsn` here),
+/// for at most `timeout`. Returns whether it did.
+///
+/// # Errors
+/// Connection or statement failure.
+pub async fn wait_replayed(
+    primary_url: &str,
+    replica_url: &str,
+    timeout: std::time::Duration,
+) -> Result<bool, tokio_postgres::Error> {
+    let connect = |url: &str| {
+        let url = url.to_string();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
+    let lsn: String = connect(primary_url)
+        .await?
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let replica = connect(replica_url).await?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let done: bool = replica
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await?
+            .get(0);
+        if done {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{cluster_with, connect, run_bin};
 use synqall_reconciler::fixture::{create_standin_database, execute_sql};
@@ -64,32 +64,17 @@ async fn primary_and_standby() -> (Arc<LocalCluster>, LocalCluster, String, Stri
 
 /// Until the standby has replayed everything the primary wrote so far.
 async fn wait_replayed(primary: &LocalCluster, standby: &LocalCluster, db: &str) {
-    let lsn: String = connect(&primary.url(db))
-        .await
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let replica = connect(&standby.url(db)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: bool = replica
-            .query_one(
-                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                &[&lsn],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby did not replay {lsn} in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = synqall_reconciler::fixture::wait_replayed(
+        &primary.url(db),
+        &standby.url(db),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("ask the primary and the standby for their WAL positions");
+    assert!(
+        done,
+        "the standby did not replay the primary's writes in 30 s"
+    );
 }
 
 /// What a sweep left: every counter, the journal (by organization name) and the recorded

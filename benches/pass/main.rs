@@ -250,7 +250,7 @@ async fn on_a_replica(
     let standby = cluster.start_standby().expect("start a streaming standby");
     let replica_url = standby.url(db);
     let replica = connect(&replica_url).await;
-    scenarios::wait_replayed(client, &replica).await;
+    scenarios::wait_replayed(url, &replica_url).await;
     eprintln!("# standby ready in {:.0?}", started.elapsed());
     let env = [(
         "SYNQALL_RECONCILER__DATABASE__REPLICA_URL",
@@ -261,7 +261,7 @@ async fn on_a_replica(
     for round in 0..args.repeat {
         // What a nightly sweep finds after a day of incremental passes: nothing.
         clean_without.push(measure_pass(client, url, SWEEP, &[]).await);
-        scenarios::wait_replayed(client, &replica).await;
+        scenarios::wait_replayed(url, &replica_url).await;
         clean_with.push(measure_pass(client, url, SWEEP, &env).await);
         let planted =
             scenarios::plant_drift(client, args.drift / 10.0, &format!("primary {round}")).await;
@@ -269,7 +269,7 @@ async fn on_a_replica(
         assert_eq!(scenarios::wrong_among(client, &planted).await, 0);
         let planted =
             scenarios::plant_drift(client, args.drift / 10.0, &format!("replica {round}")).await;
-        scenarios::wait_replayed(client, &replica).await;
+        scenarios::wait_replayed(url, &replica_url).await;
         let replica_before = measure::Counters::read(&replica).await;
         measure::reset_top(client).await;
         let cost = measure_pass(client, url, SWEEP, &env).await;

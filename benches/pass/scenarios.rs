@@ -182,27 +182,14 @@ pub async fn tracking_triggers(client: &Client, enabled: bool) {
         .unwrap();
 }
 
-/// Until the standby (`replica`) has replayed everything the primary wrote so far.
-pub async fn wait_replayed(primary: &Client, replica: &Client) {
-    let lsn: String = primary
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done: bool = replica
-            .query_one(
-                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                &[&lsn],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the standby did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Until the standby has replayed everything the primary wrote so far.
+pub async fn wait_replayed(primary_url: &str, replica_url: &str) {
+    let done = synqall_reconciler::fixture::wait_replayed(
+        primary_url,
+        replica_url,
+        Duration::from_secs(600),
+    )
+    .await
+    .expect("WAL positions");
+    assert!(done, "the standby did not catch up");
 }
