@@ -31,7 +31,7 @@ const MARK_INITIALIZED: &str = include_str!("sql/mark_initialized.sql");
 /// Below this size the log is emptied under its table lock (TRUNCATE) when the lock is free at
 /// once; the application's writes wait for that short critical section only. Above it (a log
 /// that grew while no pass ran) its rows are deleted instead, without the lock.
-const TRUNCATE_BELOW_BYTES: i64 = 8 * 1024 * 1024;
+const TRUNCATE_BELOW_BYTES: i64 = 2 * 1024 * 1024;
 const LOG_SIZE: &str = "SELECT pg_catalog.pg_relation_size('reconciler.changes')";
 const LOCK_LOG: &str = "LOCK TABLE reconciler.changes IN ACCESS EXCLUSIVE MODE NOWAIT";
 const UNKNOWN_MARKERS: &str =
