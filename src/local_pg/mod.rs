@@ -171,20 +171,17 @@ impl LocalCluster {
         let bindir = find_bindir()?;
         let identity = server_identity()?;
         sweep_stale_dirs();
-        let root = tempfile::Builder::new()
-            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
-            .tempdir()
-            .map_err(io_err("creating the cluster directory"))?
-            .keep();
+        let root = fresh_root("creating the cluster directory")?;
         let spec = ServerSpec {
-            data_dir: root.join("data"),
-            socket_dir: root.join("socket"),
-            log_file: root.join("postgres.log"),
-            port: free_loopback_port()?,
+            data_dir: PathBuf::new(),
+            socket_dir: PathBuf::new(),
+            log_file: PathBuf::new(),
+            port: 0,
             bindir,
             identity,
             options,
-        };
+        }
+        .placed_in(&root)?;
         let mut cluster = Self {
             spec,
             root,
@@ -204,18 +201,8 @@ impl LocalCluster {
     /// # Errors
     /// `pg_basebackup` or the standby's start-up failed.
     pub fn start_standby(&self) -> Result<Self, LocalPgError> {
-        let root = tempfile::Builder::new()
-            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
-            .tempdir()
-            .map_err(io_err("creating the standby directory"))?
-            .keep();
-        let spec = ServerSpec {
-            data_dir: root.join("data"),
-            socket_dir: root.join("socket"),
-            log_file: root.join("postgres.log"),
-            port: free_loopback_port()?,
-            ..self.spec.clone()
-        };
+        let root = fresh_root("creating the standby directory")?;
+        let spec = self.spec.clone().placed_in(&root)?;
         let mut standby = Self {
             spec,
             root,
@@ -349,5 +336,27 @@ impl Drop for LocalCluster {
             let _ = handle.join();
         }
         let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A new cluster directory (kept: the cluster removes it when dropped).
+fn fresh_root(what: &'static str) -> Result<PathBuf, LocalPgError> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .map_err(io_err(what))?
+        .keep())
+}
+
+impl ServerSpec {
+    /// This spec with its data, socket and log in `root`, on a free loopback port.
+    fn placed_in(self, root: &Path) -> Result<Self, LocalPgError> {
+        Ok(Self {
+            data_dir: root.join("data"),
+            socket_dir: root.join("socket"),
+            log_file: root.join("postgres.log"),
+            port: free_loopback_port()?,
+            ..self
+        })
     }
 }
