@@ -112,6 +112,11 @@ async fn outcome(url: &str) -> Vec<String> {
     lines
 }
 
+/// The binary with `args` against the database at `url` (and `env`).
+async fn reconcile(url: &str, args: &[&str], env: &[(&str, &str)]) -> common::Run {
+    run_bin(args, &[("DATABASE_URL", url)], env).await
+}
+
 /// How often the standby's own statistics saw `public.calls` read.
 async fn calls_reads(standby: &LocalCluster, db: &str) -> i64 {
     connect(&standby.url(db))
@@ -132,9 +137,9 @@ async fn the_sweep_compares_on_the_replica_and_repairs_on_the_primary_as_without
     let replica_url = standby.url("app");
     let reads_before = calls_reads(&standby, "app").await;
 
-    let out = run_bin(
+    let out = reconcile(
+        app.as_str(),
         &["--reconcile-now"],
-        &[("DATABASE_URL", app.as_str())],
         &[(REPLICA_URL, replica_url.as_str())],
     )
     .await;
@@ -160,12 +165,7 @@ async fn the_sweep_compares_on_the_replica_and_repairs_on_the_primary_as_without
     );
     assert_eq!(out.grep("CRITICAL").len(), 10, "{}", out.stderr);
 
-    let twin_out = run_bin(
-        &["--reconcile-now"],
-        &[("DATABASE_URL", twin.as_str())],
-        &[],
-    )
-    .await;
+    let twin_out = reconcile(twin.as_str(), &["--reconcile-now"], &[]).await;
     assert_eq!(twin_out.code(), 0, "{}", twin_out.stderr);
     let with_replica = outcome(&app).await;
     assert_eq!(with_replica, outcome(&twin).await);
@@ -184,9 +184,9 @@ async fn the_sweep_compares_on_the_replica_and_repairs_on_the_primary_as_without
 
     // A second sweep on the replica (after it replayed the first's repairs) changes nothing.
     wait_replayed(&primary, &standby, "app").await;
-    let again = run_bin(
+    let again = reconcile(
+        app.as_str(),
         &["--reconcile-now"],
-        &[("DATABASE_URL", app.as_str())],
         &[(REPLICA_URL, replica_url.as_str())],
     )
     .await;
@@ -210,9 +210,9 @@ async fn a_replica_that_is_behind_is_skipped_and_the_sweep_reads_the_primary() {
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
         .unwrap();
-    let out = run_bin(
+    let out = reconcile(
+        app.as_str(),
         &["--reconcile-now"],
-        &[("DATABASE_URL", app.as_str())],
         &[(REPLICA_URL, replica_url.as_str()), (CATCH_UP, "2")],
     )
     .await;
@@ -226,12 +226,7 @@ async fn a_replica_that_is_behind_is_skipped_and_the_sweep_reads_the_primary() {
         skipped[0]
     );
     assert!(skipped[0].contains(" WARN "), "{}", skipped[0]);
-    let twin_out = run_bin(
-        &["--reconcile-now"],
-        &[("DATABASE_URL", twin.as_str())],
-        &[],
-    )
-    .await;
+    let twin_out = reconcile(twin.as_str(), &["--reconcile-now"], &[]).await;
     assert_eq!(twin_out.code(), 0, "{}", twin_out.stderr);
     assert_eq!(outcome(&app).await, outcome(&twin).await);
 }
@@ -250,9 +245,9 @@ async fn a_replica_url_that_is_no_standby_of_this_database_is_skipped() {
             "connect",
         ),
     ] {
-        let out = run_bin(
+        let out = reconcile(
+            app.as_str(),
             &["--reconcile-now", "--dry-run"],
-            &[("DATABASE_URL", app.as_str())],
             &[(REPLICA_URL, replica_url.as_str())],
         )
         .await;
