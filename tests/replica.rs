@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster_with, connect, run_bin};
+use common::{cluster_with, connect, outcome, run_bin};
 use synqall_reconciler::fixture::{create_standin_database, execute_sql};
 use synqall_reconciler::local_pg::{ClusterOptions, LocalCluster};
 
@@ -75,41 +75,6 @@ async fn wait_replayed(primary: &LocalCluster, standby: &LocalCluster, db: &str)
         done,
         "the standby did not replay the primary's writes in 30 s"
     );
-}
-
-/// What a sweep left: every counter, the journal (by organization name) and the recorded
-/// ledger mismatches, in a form two databases can be compared by.
-async fn outcome(url: &str) -> Vec<String> {
-    let client = connect(url).await;
-    let mut lines = Vec::new();
-    for (what, sql) in [
-        (
-            "counter",
-            "SELECT name || '=' || coalesce(used_minutes::text, 'NULL')
-               FROM public.organizations ORDER BY name",
-        ),
-        (
-            "adjustment",
-            "SELECT o.name || ' ' || coalesce(a.old_used_minutes::text, 'NULL') || '->' || a.new_used_minutes || ' ' || a.reason
-               FROM reconciler.adjustments a JOIN public.organizations o
-                 ON o.id = a.organization_id ORDER BY o.name",
-        ),
-        (
-            "mismatch",
-            "SELECT o.name || ' ' || m.calls_minutes || '/' || m.metrics_minutes
-               FROM reconciler.ledger_mismatches m JOIN public.organizations o
-                 ON o.id = m.organization_id ORDER BY o.name",
-        ),
-        (
-            "orphans",
-            "SELECT count(*)::text FROM public.calls WHERE organization_id IS NULL",
-        ),
-    ] {
-        for row in client.query(sql, &[]).await.unwrap() {
-            lines.push(format!("{what} {}", row.get::<_, String>(0)));
-        }
-    }
-    lines
 }
 
 /// The binary with `args` against the database at `url` (and `env`).

@@ -75,6 +75,15 @@ pub const CALLS_FLOOR: &str = "SELECT organization_id, sum(duration_minutes) FRO
 pub const METRICS_FLOOR: &str =
     "SELECT organization_id, sum(metric_value) FROM public.usage_metrics
                               WHERE metric_type = 'minutes_transcribed' GROUP BY organization_id";
+/// The floor's two sums read through the covering indexes, as a sweep reads them when they
+/// serve (index-only scans, grouped as they stream): the database's floor on that path.
+pub fn index_floor() -> String {
+    format!(
+        "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashagg = off;
+         {CALLS_FLOOR}; {METRICS_FLOOR}; COMMIT"
+    )
+}
+
 /// The incident's step 6, cut verbatim from the shipped copy of its SQL, rolled back so the
 /// data stays clean.
 pub fn seed_step_6() -> String {
@@ -85,12 +94,18 @@ pub fn seed_step_6() -> String {
 }
 
 /// The covering indexes of docs/design.md ("Cost follows activity"), as `doctor` names them:
-/// an incremental pass's per-organization lookups read only the index.
+/// an incremental pass's per-organization lookups read only the index, and a sweep's
+/// aggregates do too.
 pub const COVERING_INDEXES: &str = "
+  SET maintenance_work_mem = '1GB';
   CREATE INDEX IF NOT EXISTS calls_organization_usage_idx ON public.calls (organization_id)
     INCLUDE (status, duration_minutes, created_at);
   CREATE INDEX IF NOT EXISTS usage_metrics_organization_usage_idx
     ON public.usage_metrics (organization_id) INCLUDE (metric_type, metric_value, created_at);";
+
+/// Without them a sweep reads the tables.
+pub const DROP_COVERING_INDEXES: &str = "
+  DROP INDEX public.calls_organization_usage_idx, public.usage_metrics_organization_usage_idx";
 
 /// A fresh database `name` of `size`, migrated, loaded, with correct counters and the orphans
 /// attributed by a first pass (which also builds the change tracking); vacuumed, analyzed and

@@ -156,9 +156,11 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
 
     let (mut floors, mut seed, mut clean, mut drift, mut incremental) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut index_floors = Vec::new();
     let mut lost_total = 0;
     for round in 0..args.repeat {
         floors.push(floor(&client).await);
+        index_floors.push(measure_sql(&client, &data::index_floor()).await);
         seed.push(measure_sql(&client, &data::seed_step_6()).await);
         // The rolled-back backfill and the previous round left dead rows in organizations;
         // autovacuum (off here) would have removed them before the next pass.
@@ -190,6 +192,10 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
     let floor_cost = median(floors.clone());
     let row = |name: &str, cost: Cost| report(size, name, cost, floor_cost);
     row("floor (two bare aggregates)", floor_cost);
+    row(
+        "the floor's sums through the covering indexes",
+        median(index_floors),
+    );
     row("seed step 6 (backfill UPDATE)", median(seed));
     row("sweep, clean", median(clean));
     let drifted = ((size.orgs as f64) * args.drift).ceil() as i64;
@@ -217,14 +223,32 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
 async fn disagreeing_ledgers(client: &tokio_postgres::Client, url: &str, size: Size, args: &Args) {
     let changed = scenarios::disagreeing_ledgers(client, args.mismatch).await;
     let recording = measure_pass(client, url, SWEEP, &[]).await;
-    let (mut floors, mut steady) = (Vec::new(), Vec::new());
+    let (mut floors, mut index_floors, mut steady) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.repeat {
         floors.push(floor(client).await);
+        index_floors.push(measure_sql(client, &data::index_floor()).await);
         steady.push(measure_pass(client, url, SWEEP, &[]).await);
     }
+    // The same sweep where the operator has not created the covering indexes (or VACUUM has
+    // not marked the tables): it reads the tables.
+    client
+        .batch_execute(data::DROP_COVERING_INDEXES)
+        .await
+        .unwrap();
+    let mut tables = Vec::new();
+    for _ in 0..args.repeat {
+        floors.push(floor(client).await);
+        tables.push(measure_pass(client, url, SWEEP, &[]).await);
+    }
+    client.batch_execute(data::COVERING_INDEXES).await.unwrap();
+    client.batch_execute("VACUUM ANALYZE").await.unwrap();
     let floor_cost = median(floors);
     let row = |name: &str, cost: Cost| report(size, name, cost, floor_cost);
     row("floor, ledgers disagree", floor_cost);
+    row(
+        "the floor's sums through the covering indexes",
+        median(index_floors),
+    );
     row(
         &format!("sweep recording {changed} new ledger mismatches"),
         recording,
@@ -232,6 +256,10 @@ async fn disagreeing_ledgers(client: &tokio_postgres::Client, url: &str, size: S
     row(
         &format!("sweep, {changed} ledger mismatches unchanged"),
         median(steady),
+    );
+    row(
+        "the same sweep without the covering indexes (reads the tables)",
+        median(tables),
     );
 }
 

@@ -75,7 +75,7 @@ pub(super) async fn usage_checks(client: &impl GenericClient, settings: &Setting
             known_statuses: &settings.usage.known_statuses,
             orgs: None,
         };
-        let (scan, changes) = scan::collect(client, &queries.drifted_orgs, &args).await?;
+        let (scan, changes) = scan::collect(client, &queries, &args).await?;
         let mismatches = current_mismatches(client, &changes).await?;
         Ok::<_, DbError>((scan, mismatches))
     };

@@ -6,9 +6,9 @@ use tokio_postgres::GenericClient;
 
 use super::report::Check;
 use crate::db::{DbError, QueryContext};
+use crate::reconcile::access::{self, SweepRead};
 
 const CHANGE_TRACKING: &str = include_str!("sql/change_tracking.sql");
-const COVERING_INDEX: &str = include_str!("sql/covering_index.sql");
 
 /// The triggers V8 creates, as `table.trigger`.
 const TRIGGERS: &[&str] = &[
@@ -98,23 +98,17 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
 
 pub(super) async fn covering_index(client: &impl GenericClient) -> Result<Check, DbError> {
     const NAME: &str = "covering index";
-    let rows = client
-        .query(COVERING_INDEX, &[])
-        .await
-        .context("look for the covering indexes")?;
+    let indexes = access::inspect(client).await?;
     let missing: Vec<(&str, &str)> = COVERING_INDEX_SQL
         .iter()
         .copied()
         .filter(|(relation, _)| {
-            rows.iter()
-                .any(|r| r.get::<_, &str>("relation") == *relation && !r.get::<_, bool>("covered"))
+            indexes
+                .iter()
+                .any(|i| i.relation == *relation && !i.covered)
         })
         .collect();
-    let estimate: i64 = rows
-        .iter()
-        .map(|r| r.get::<_, i64>("rows_estimate"))
-        .max()
-        .unwrap_or(0);
+    let estimate: i64 = indexes.iter().map(|i| i.rows_estimate).max().unwrap_or(0);
     let fix = missing
         .iter()
         .map(|(_, sql)| *sql)
@@ -126,10 +120,16 @@ pub(super) async fn covering_index(client: &impl GenericClient) -> Result<Check,
         .collect::<Vec<_>>()
         .join(", ");
     Ok(if missing.is_empty() {
+        let sweep = match SweepRead::choose(&indexes) {
+            SweepRead::Indexes => "sweeps read the indexes too".to_string(),
+            SweepRead::Tables(why) => format!("sweeps read the tables: {why}"),
+        };
         Check::ok(
             NAME,
-            "calls and usage_metrics (organization_id) carry what a re-read needs: \
-             per-organization lookups read only the index",
+            format!(
+                "calls and usage_metrics (organization_id) carry what a re-read needs: \
+                 per-organization lookups read only the index; {sweep}"
+            ),
         )
     } else if estimate >= COVERING_INDEX_WARN_ROWS {
         Check::warn(

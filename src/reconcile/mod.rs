@@ -14,6 +14,7 @@
 //! SQL), [`control`] (progress and cancellation seen from outside), [`outcome`] (how a pass is
 //! asked for and how it ended), [`pass`] (the steps in order).
 
+pub mod access;
 pub mod control;
 pub mod guard;
 pub mod journal;

@@ -21,6 +21,7 @@ pub const PERIOD_HISTORY: &str = include_str!("sql/period_history.sql");
 pub const APPLY_MISMATCHES: &str = include_str!("sql/apply_mismatches.sql");
 
 const DRIFTED_ORGS_TEMPLATE: &str = include_str!("sql/drifted_orgs.sql");
+const UNKNOWN_STATUSES_TEMPLATE: &str = include_str!("sql/unknown_statuses.sql");
 const COMPARE_DIRTY_TEMPLATE: &str = include_str!("tracking/sql/compare_dirty.sql");
 const LOCK_ORGS_TEMPLATE: &str = include_str!("sql/lock_orgs.sql");
 const CALL_FINGERPRINTS_TEMPLATE: &str = include_str!("sql/call_fingerprints.sql");
@@ -39,8 +40,12 @@ const BIGINT_MAX: &str = "9223372036854775807";
 pub struct PassQueries {
     /// The sweep's comparison of every organization.
     pub drifted_orgs: String,
-    /// The same, for some organizations (`$4`): an incremental pass's exact re-read.
+    /// The same, for some organizations (`$3`): an incremental pass's exact re-read.
     pub candidate_orgs: String,
+    /// The names of the unknown call statuses the comparison counted (every organization,
+    /// and some).
+    pub unknown_statuses: String,
+    pub candidate_unknown_statuses: String,
     /// The incremental comparison, from the change log.
     pub compare_dirty: String,
     pub lock_orgs: String,
@@ -58,7 +63,12 @@ impl PassQueries {
     /// Fill the templates for this schema and configuration.
     pub fn new(schema: &AppSchema, usage: &UsageSettings) -> Self {
         let (rounding, source) = (usage.rounding, usage.source);
-        let call_total = call_total_expr(schema.duration_type, rounding);
+        let call_total = call_total_expr(schema.duration_type, rounding, "");
+        let completed_call_total = call_total_expr(
+            schema.duration_type,
+            rounding,
+            "c.status = 'completed' AND ",
+        );
         let metric_total = metric_total_expr(schema.metric_type, rounding);
         let metric_count = match source {
             Source::Calls => "0::bigint",
@@ -67,6 +77,7 @@ impl PassQueries {
         let (stored, stored_invalid) = stored_exprs(schema.counter_type);
         let fill = |template: &str| {
             template
+                .replace("{completed_call_total}", &completed_call_total)
                 .replace("{call_total}", &call_total)
                 .replace("{metric_total}", &metric_total)
                 .replace("{call_count}", "count(*)")
@@ -122,6 +133,8 @@ impl PassQueries {
         Self {
             drifted_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), false),
             candidate_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), true),
+            unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), false),
+            candidate_unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), true),
             compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE),
             lock_orgs: fill(LOCK_ORGS_TEMPLATE),
             fingerprints,
@@ -193,23 +206,24 @@ fn invalid_value(column: &str, ty: MinutesType) -> String {
 /// An organization's calls total: NULL, negative and unusable durations count 0 (bad data,
 /// named by the bad-durations query for drifted organizations), fractional ones are rounded
 /// per call. One filtered sum: every extra per-row aggregate costs a few percent of the whole
-/// pass.
-fn call_total_expr(ty: MinutesType, rounding: Rounding) -> String {
+/// pass. `only` narrows the rows summed (a condition ending in `AND `, or empty).
+fn call_total_expr(ty: MinutesType, rounding: Rounding, only: &str) -> String {
     let column = "c.duration_minutes";
     match ty {
         // sum(int4) is a bigint and cannot overflow on any real table.
         MinutesType::Integer => {
-            format!("COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0)::bigint")
+            format!("COALESCE(sum({column}) FILTER (WHERE {only}{column} >= 0), 0)::bigint")
         }
         // sum(int8) is numeric: clamp before the cast.
         MinutesType::BigInt => format!(
-            "LEAST(COALESCE(sum({column}) FILTER (WHERE {column} >= 0), 0), {BIGINT_MAX})::bigint"
+            "LEAST(COALESCE(sum({column}) FILTER (WHERE {only}{column} >= 0), 0), \
+             {BIGINT_MAX})::bigint"
         ),
         MinutesType::Fractional => {
             let function = rounding_function(rounding);
             format!(
                 "LEAST(COALESCE(sum({function}({column}::numeric)) \
-                 FILTER (WHERE {column} >= 0 AND {column}::numeric <= {BIGINT_MAX}), 0), \
+                 FILTER (WHERE {only}{column} >= 0 AND {column}::numeric <= {BIGINT_MAX}), 0), \
                  {BIGINT_MAX})::bigint"
             )
         }
@@ -301,13 +315,13 @@ mod tests {
     #[test]
     fn fractional_minutes_are_rounded_per_call_and_bad_ones_left_out() {
         assert_eq!(
-            call_total_expr(MinutesType::Fractional, Rounding::Floor),
+            call_total_expr(MinutesType::Fractional, Rounding::Floor, ""),
             "LEAST(COALESCE(sum(floor(c.duration_minutes::numeric)) FILTER (WHERE \
              c.duration_minutes >= 0 AND c.duration_minutes::numeric <= 9223372036854775807), 0), \
              9223372036854775807)::bigint"
         );
         assert_eq!(
-            call_total_expr(MinutesType::Integer, Rounding::Floor),
+            call_total_expr(MinutesType::Integer, Rounding::Floor, ""),
             "COALESCE(sum(c.duration_minutes) FILTER (WHERE c.duration_minutes >= 0), 0)::bigint"
         );
     }

@@ -69,6 +69,8 @@ pub struct PassReport {
     pub orphans_ms: u64,
     pub scan_ms: u64,
     pub repair_ms: u64,
+    /// How a sweep's comparison read the ledgers: `indexes` or `tables` (`access`).
+    pub sweep_read: Option<&'static str>,
 }
 
 impl PassReport {
@@ -240,6 +242,7 @@ pub fn log_summary(report: &PassReport) {
         orphans_ms = report.orphans_ms,
         scan_ms = report.scan_ms,
         repair_ms = report.repair_ms,
+        sweep_read = report.sweep_read.unwrap_or("-"),
         "reconcile pass finished"
     );
 }

@@ -11,6 +11,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use super::mismatch::LedgerMismatch;
+use super::queries::PassQueries;
 use super::usage::{OrgUsage, UsageScan};
 use crate::db::{DbError, QueryContext};
 
@@ -30,8 +31,6 @@ pub enum ScanRow {
     Org(OrgUsage),
     /// A ledger mismatch that appeared, changed or resolved.
     Mismatch(LedgerMismatch),
-    /// Calls of a status outside `usage.known_statuses`.
-    Status(Option<String>, i64),
     /// The totals row.
     Total {
         orgs_checked: i64,
@@ -41,6 +40,8 @@ pub enum ScanRow {
         /// Incremental comparison only: log rows read, and whether one names no organization.
         log_rows: i64,
         unknown_organizations: bool,
+        /// Calls of a status outside `usage.known_statuses` (a sweep or re-read).
+        unknown_status_calls: i64,
     },
 }
 
@@ -56,8 +57,10 @@ impl ScanRow {
                 unknown_organizations: row
                     .get::<_, Option<bool>>("stored_invalid")
                     .unwrap_or_default(),
+                unknown_status_calls: row
+                    .get::<_, Option<i64>>("unknown_status_calls")
+                    .unwrap_or_default(),
             },
-            "status" => Self::Status(row.get("status"), row.get("call_count")),
             "mismatch" => Self::Mismatch(LedgerMismatch::from_scan_row(row)),
             _ => Self::Org(OrgUsage {
                 org_id: row.get("id"),
@@ -125,15 +128,20 @@ pub fn sweep_params<'a>(
     params
 }
 
-/// Everything in memory: for `doctor` and for an incremental pass's few candidates.
+/// Everything in memory: for `doctor` and for an incremental pass's few candidates (the
+/// organizations of `args.orgs`, or all).
 ///
 /// # Errors
 /// As [`ScanStream`].
 pub async fn collect<C: GenericClient>(
     client: &C,
-    sql: &str,
+    queries: &PassQueries,
     args: &ScanArgs<'_>,
 ) -> Result<(UsageScan, Vec<LedgerMismatch>), DbError> {
+    let sql = match args.orgs {
+        Some(_) => &queries.candidate_orgs,
+        None => &queries.drifted_orgs,
+    };
     let orgs: Option<Vec<Uuid>> = args.orgs.map(<[Uuid]>::to_vec);
     let params = sweep_params(args, &orgs);
     let mut rows = ScanStream::start(client, sql, &params).await?;
@@ -142,7 +150,39 @@ pub async fn collect<C: GenericClient>(
     while let Some(row) = rows.next().await {
         scan.absorb(row?, &mut mismatches);
     }
+    name_unknown_statuses(client, queries, args, &mut scan).await?;
     Ok((scan, mismatches))
+}
+
+/// When the comparison counted calls of unknown statuses, name the statuses (a second read
+/// of those organizations' calls; none at all on clean data).
+///
+/// # Errors
+/// The statement failed.
+pub async fn name_unknown_statuses<C: GenericClient>(
+    client: &C,
+    queries: &PassQueries,
+    args: &ScanArgs<'_>,
+    scan: &mut UsageScan,
+) -> Result<(), DbError> {
+    if scan.unknown_status_calls == 0 {
+        return Ok(());
+    }
+    let sql = match args.orgs {
+        Some(_) => &queries.candidate_unknown_statuses,
+        None => &queries.unknown_statuses,
+    };
+    let orgs: Option<Vec<Uuid>> = args.orgs.map(<[Uuid]>::to_vec);
+    let params = sweep_params(args, &orgs);
+    let rows = client
+        .query(sql.as_str(), &params)
+        .await
+        .context("name the calls' unknown statuses")?;
+    scan.unknown_statuses = rows
+        .iter()
+        .map(|r| (r.get("status"), r.get("calls")))
+        .collect();
+    Ok(())
 }
 
 impl UsageScan {
@@ -151,7 +191,6 @@ impl UsageScan {
         match row {
             ScanRow::Org(org) => self.disagreeing.push(org),
             ScanRow::Mismatch(m) => mismatches.push(m),
-            ScanRow::Status(status, calls) => self.unknown_statuses.push((status, calls)),
             ScanRow::Total {
                 orgs_checked,
                 billed_minutes,
@@ -159,7 +198,9 @@ impl UsageScan {
                 mismatches,
                 log_rows,
                 unknown_organizations,
+                unknown_status_calls,
             } => {
+                self.unknown_status_calls = unknown_status_calls;
                 self.orgs_checked = orgs_checked;
                 self.billed_minutes = billed_minutes.unwrap_or_default();
                 self.unowned_metric_minutes = unowned_metric_minutes;

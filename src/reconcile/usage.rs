@@ -130,8 +130,9 @@ pub struct UsageScan {
     /// organizations (the latest sweep's organizations and billed minutes).
     pub guard_orgs: Option<i64>,
     pub guard_billed_minutes: Option<i64>,
-    /// Call statuses outside `usage.known_statuses` (`None`: no status at all), with how many
-    /// calls have each. Such calls are not counted.
+    /// Calls of a status outside `usage.known_statuses`, and the statuses (`None`: no status
+    /// at all) with how many calls have each. Such calls are not counted.
+    pub unknown_status_calls: i64,
     pub unknown_statuses: Vec<(Option<String>, i64)>,
 }
 

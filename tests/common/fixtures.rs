@@ -243,3 +243,38 @@ impl TestDb {
         run_bin(args, &[("DATABASE_URL", self.url.as_str())], env).await
     }
 }
+
+/// What a sweep left: every counter, the journal (by organization name) and the recorded
+/// ledger mismatches, in a form two databases can be compared by.
+pub async fn outcome(url: &str) -> Vec<String> {
+    let client = connect(url).await;
+    let mut lines = Vec::new();
+    for (what, sql) in [
+        (
+            "counter",
+            "SELECT name || '=' || coalesce(used_minutes::text, 'NULL')
+               FROM public.organizations ORDER BY name",
+        ),
+        (
+            "adjustment",
+            "SELECT o.name || ' ' || coalesce(a.old_used_minutes::text, 'NULL') || '->' || a.new_used_minutes || ' ' || a.reason
+               FROM reconciler.adjustments a JOIN public.organizations o
+                 ON o.id = a.organization_id ORDER BY o.name",
+        ),
+        (
+            "mismatch",
+            "SELECT o.name || ' ' || m.calls_minutes || '/' || m.metrics_minutes
+               FROM reconciler.ledger_mismatches m JOIN public.organizations o
+                 ON o.id = m.organization_id ORDER BY o.name",
+        ),
+        (
+            "orphans",
+            "SELECT count(*)::text FROM public.calls WHERE organization_id IS NULL",
+        ),
+    ] {
+        for row in client.query(sql, &[]).await.unwrap() {
+            lines.push(format!("{what} {}", row.get::<_, String>(0)));
+        }
+    }
+    lines
+}

@@ -125,7 +125,7 @@ impl Pass<'_> {
             known_statuses: &self.settings.usage.known_statuses,
             orgs: Some(candidates),
         };
-        scan::collect(&***client, &queries.candidate_orgs, &args).await
+        scan::collect(&***client, queries, &args).await
     }
 
     /// After the repairs: the drift the pass left (settling, lost races, failures) gets a

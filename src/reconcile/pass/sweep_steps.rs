@@ -10,7 +10,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{Client, Pass, PROGRESS_EVERY};
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, QueryContext};
+use crate::reconcile::access::{self, SweepRead};
 use crate::reconcile::mismatch::LedgerMismatch;
 use crate::reconcile::queries::PassQueries;
 use crate::reconcile::scan::{self, ScanArgs, ScanRow, ScanStream};
@@ -118,10 +119,56 @@ impl Pass<'_> {
             .map_err(ScanFailure::into_inner)
     }
 
-    /// The one statement that compares every counter with both ledgers, streamed from
-    /// `source`, with a progress line every few seconds while it runs. The mismatch changes
-    /// are written on the primary (`db`).
+    /// The one statement that compares every counter with both ledgers, in a read-only
+    /// transaction on `source` that reads the ledgers through their covering indexes when
+    /// they serve (`access`), else the tables.
     async fn compare_everything(
+        &mut self,
+        db: &Database,
+        source: &Client,
+        queries: &PassQueries,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<UsageScan, ScanFailure> {
+        let indexes = access::inspect(&***source)
+            .await
+            .map_err(ScanFailure::Read)?;
+        let read = SweepRead::choose(&indexes);
+        match &read {
+            SweepRead::Indexes => info!(
+                run_id = %self.report.run_id,
+                "sweep reads the ledgers through their covering indexes"
+            ),
+            SweepRead::Tables(why) => info!(
+                run_id = %self.report.run_id,
+                why = why.as_str(),
+                "sweep reads the ledgers' tables"
+            ),
+        }
+        self.report.sweep_read = Some(read.as_str());
+        source
+            .batch_execute(read.begin())
+            .await
+            .context("begin the sweep's read")
+            .map_err(ScanFailure::Read)?;
+        let found = self
+            .stream_comparison(db, source, queries, period_start)
+            .await;
+        // The transaction only read: a failed end fails the read (the connection is gone).
+        let end = if found.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = source
+            .batch_execute(end)
+            .await
+            .context("end the sweep's read");
+        match (found, ended) {
+            (Ok(scan), Ok(())) => Ok(scan),
+            (Ok(_), Err(e)) => Err(ScanFailure::Read(e)),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// The comparison streamed from `source`, with a progress line every few seconds while it
+    /// runs. The mismatch changes are written on the primary (`db`).
+    async fn stream_comparison(
         &mut self,
         db: &Database,
         source: &Client,
@@ -176,6 +223,9 @@ impl Pass<'_> {
         self.apply_mismatches(&**writer, &changes, &mut budget)
             .await
             .map_err(ScanFailure::Write)?;
+        scan::name_unknown_statuses(&***source, queries, &args, &mut scan)
+            .await
+            .map_err(ScanFailure::Read)?;
         budget.finish(run_id, false);
         self.report.scan_ms = telemetry::millis(started.elapsed());
         self.control.progress.bump();

@@ -5,22 +5,24 @@
 --   kind = 'mismatch'  a ledger mismatch (calls and usage_metrics disagree) that appeared,
 --                      changed or resolved against reconciler.ledger_mismatches (V7): an
 --                      unchanged mismatch costs no row
---   kind = 'status'    a call status the configuration does not know, with its call count
---   kind = 'total'     orgs_checked, billed_minutes, unowned_metric_minutes, mismatches (now)
+--   kind = 'total'     orgs_checked, billed_minutes, unowned_metric_minutes, mismatches (now),
+--                      unknown_status_calls (calls of a status the configuration does not
+--                      know: when there are any, sql/unknown_statuses.sql names them)
 -- The client receives rows in proportion to disagreement and change, not to the number of
--- organizations, and each ledger is read once.
+-- organizations, and each ledger is read once. Each ledger is grouped by organization alone
+-- (a second grouping key, or a FILTER more per row, costs several percent of the whole sweep).
 --
 -- Template, filled in by queries.rs:
 --   {stored}          used_minutes as bigint; NULL when NULL, or when a fractional counter
 --                     holds no whole number of minutes ({stored_invalid} then says so)
 --   {stored_invalid}  true for a counter value that cannot be compared (10.5, NaN, huge)
---   {call_total}      per-org total of c.duration_minutes: NULL, negative, NaN, infinite and
---                     beyond-bigint durations count 0, numeric ones are rounded per call
+--   {completed_call_total}  per-org total of c.duration_minutes over completed calls: NULL,
+--                     negative, NaN, infinite and beyond-bigint durations count 0, numeric ones
+--                     are rounded per call
 --   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total,
 --                     NaN, infinite and beyond-bigint values left out)
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
---   {call_count}      count(*): the calls ledger's fingerprint, and the count of calls of an
---                     unknown status
+--   {call_count}      count(*): with unknown_calls, the calls ledger's fingerprint
 --   {metric_count}    count(*) with usage.source = usage_metrics (its fingerprint), else 0:
 --                     every aggregate costs per row
 --   {quota}           o.max_minutes_monthly::bigint with usage.period = calendar_month (and an
@@ -33,15 +35,16 @@
 --    none, are not counted and are named by a 'status' row
 -- $3 uuid[]: the organizations of a filtered read (NULL otherwise)
 WITH call_totals AS (
+  -- Completed calls, and those of an unknown status (counted apart, never as minutes).
   SELECT c.organization_id,
-         c.status,
-         {call_count} AS call_count,
-         {call_total} AS call_minutes
+         {call_count} AS all_calls,
+         count(*) FILTER (WHERE c.status IS DISTINCT FROM 'completed') AS unknown_calls,
+         {completed_call_total} AS call_minutes
     FROM public.calls c
    WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
      {filter_c}
-   GROUP BY c.organization_id, c.status
+   GROUP BY c.organization_id
 ),
 -- Includes the NULL-organization group: those rows are counted in the totals row, never
 -- attributed to anyone.
@@ -60,13 +63,13 @@ compared AS (
          o.name,
          {stored} AS stored,
          {stored_invalid} AS stored_invalid,
-         COALESCE(ct.call_count, 0) AS call_count,
+         COALESCE(ct.all_calls - ct.unknown_calls, 0) AS call_count,
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
          COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
          {quota} AS quota
     FROM public.organizations o
-    LEFT JOIN call_totals ct ON ct.organization_id = o.id AND ct.status = 'completed'
+    LEFT JOIN call_totals ct ON ct.organization_id = o.id
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
    WHERE true {filter_o}
 ),
@@ -83,7 +86,7 @@ recorded AS (
 SELECT 'org' AS kind, id, name, stored, stored_invalid, call_count, calls_minutes,
        metric_count, metrics_minutes, quota, NULL::text AS status, NULL::bigint AS orgs_checked,
        NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes,
-       NULL::bigint AS mismatches
+       NULL::bigint AS mismatches, NULL::bigint AS unknown_status_calls
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR stored_invalid
@@ -98,21 +101,15 @@ SELECT 'mismatch', COALESCE(n.id, r.organization_id),
        CASE WHEN r.organization_id IS NULL THEN 'appeared'
             WHEN n.id IS NULL THEN 'resolved'
             ELSE 'changed' END,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
   FROM mismatched n
   FULL JOIN recorded r ON r.organization_id = n.id
  WHERE n.id IS NULL OR r.organization_id IS NULL
     OR (n.calls_minutes, n.metrics_minutes) IS DISTINCT FROM (r.calls_minutes, r.metrics_minutes)
 UNION ALL
-SELECT 'status', NULL, NULL, NULL, NULL, sum(count_of_status)::bigint, NULL, NULL, NULL, NULL,
-       status, NULL, NULL, NULL, NULL
-  FROM (SELECT ct.status, ct.call_count AS count_of_status
-          FROM call_totals ct
-         WHERE ct.status IS DISTINCT FROM 'completed') s
- GROUP BY status
-UNION ALL
 SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
-       (SELECT count(*) FROM mismatched)
+       (SELECT count(*) FROM mismatched),
+       (SELECT COALESCE(sum(unknown_calls), 0) FROM call_totals)::bigint
   FROM compared

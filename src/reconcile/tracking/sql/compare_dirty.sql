@@ -48,11 +48,12 @@ SELECT 'org' AS kind, c.organization_id AS id, NULL::text AS name, NULL::bigint 
        false AS stored_invalid, 0::bigint AS call_count, 0::bigint AS calls_minutes,
        0::bigint AS metric_count, 0::bigint AS metrics_minutes, NULL::bigint AS quota,
        NULL::text AS status, NULL::bigint AS orgs_checked, NULL::bigint AS billed_minutes,
-       NULL::bigint AS unowned_metric_minutes, NULL::bigint AS mismatches
+       NULL::bigint AS unowned_metric_minutes, NULL::bigint AS mismatches,
+       NULL::bigint AS unknown_status_calls
   FROM candidates c
 UNION ALL
 SELECT 'total', NULL, NULL, NULL,
        COALESCE(bool_or(p.organization_id IS NULL), false),
        COALESCE(sum(p.log_rows), 0)::bigint, NULL, NULL, NULL, NULL, NULL,
-       count(p.organization_id), NULL, 0, NULL
+       count(p.organization_id), NULL, 0, NULL, NULL
   FROM per_org p

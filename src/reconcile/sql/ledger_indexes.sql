@@ -1,8 +1,9 @@
 -- Whether valid, non-partial indexes lead with organization_id and carry the columns an
--- incremental pass's per-organization re-read needs (as keys or INCLUDE columns), so that it
--- reads only the index: on calls status, duration_minutes and created_at; on usage_metrics
--- metric_type, metric_value and created_at. Also the size estimate of calls, so the advice is
--- only a warning where it matters.
+-- incremental pass's per-organization re-read and a sweep's aggregate need (as keys or INCLUDE
+-- columns), so that they read only the index: on calls status, duration_minutes and
+-- created_at; on usage_metrics metric_type, metric_value and created_at. Also each table's row
+-- estimate (the advice is only a warning where it matters) and the share of its pages that
+-- VACUUM last found all-visible (an index-only scan reads the table for the others).
 WITH wanted(relation, columns) AS (
   VALUES ('public.calls', ARRAY['status', 'duration_minutes', 'created_at']),
          ('public.usage_metrics', ARRAY['metric_type', 'metric_value', 'created_at'])
@@ -19,7 +20,9 @@ SELECT w.relation,
                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
                     AND a.attname = ANY (w.columns)) = 3
        ) AS covered,
-       GREATEST((SELECT c.reltuples FROM pg_catalog.pg_class c
-                  WHERE c.oid = w.relation::regclass), 0)::bigint AS rows_estimate
+       GREATEST(t.reltuples, 0)::bigint AS rows_estimate,
+       CASE WHEN t.relpages > 0
+            THEN LEAST(t.relallvisible::float8 / t.relpages, 1) ELSE 0 END AS all_visible
   FROM wanted w
+  JOIN pg_catalog.pg_class t ON t.oid = w.relation::regclass
  ORDER BY w.relation

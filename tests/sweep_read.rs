@@ -1,0 +1,168 @@
+//! The two ways a sweep reads the ledgers (`reconcile::access`): through the covering indexes
+//! `doctor` names (index-only scans, when both exist and VACUUM marked the tables) or the
+//! tables. Same hostile data in two databases, one with the indexes: the summary line says
+//! which read ran, and counters, journal, mismatches and warnings are the same.
+
+mod common;
+
+use common::{outcome, TestDb};
+
+/// 30 organizations with drifted, NULL and right counters; completed calls, calls of unknown
+/// statuses (counted apart, named), NULL and negative durations, usage rows with NaN, huge,
+/// negative and fractional values, a usage row without organization, an orphaned call.
+const HOSTILE_SQL: &str = "
+  SELECT setseed(0.5);
+  INSERT INTO public.organizations (id, name, used_minutes)
+    SELECT md5('org' || i)::uuid, 'org ' || lpad(i::text, 2, '0'),
+           CASE WHEN i % 7 = 0 THEN NULL WHEN i % 3 = 0 THEN 1 ELSE 0 END
+      FROM generate_series(1, 30) i;
+  INSERT INTO auth.users (id) SELECT md5('user' || i)::uuid FROM generate_series(1, 30) i;
+  INSERT INTO public.user_organizations (user_id, organization_id, created_at)
+    SELECT md5('user' || i)::uuid, md5('org' || i)::uuid, now() - interval '30 days'
+      FROM generate_series(1, 30) i;
+  INSERT INTO public.calls (user_id, organization_id, status, duration_minutes, created_at)
+    SELECT md5('user' || (1 + g % 30))::uuid, md5('org' || (1 + g % 30))::uuid,
+           (ARRAY['completed', 'completed', 'completed', 'failed', 'Completed', ' completed'])
+             [1 + (g % 6)],
+           CASE WHEN g % 11 = 0 THEN NULL WHEN g % 13 = 0 THEN -4 ELSE 1 + g % 9 END,
+           now() - interval '1 day'
+      FROM generate_series(1, 600) g;
+  INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+    VALUES (md5('user1')::uuid, NULL, 'completed', 6);
+  INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value)
+    SELECT c.organization_id, 'minutes_transcribed', c.duration_minutes
+      FROM public.calls c
+     WHERE c.status = 'completed' AND c.organization_id IS NOT NULL AND c.duration_minutes > 0;
+  INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value)
+    VALUES (md5('org4')::uuid, 'minutes_transcribed', 'NaN'),
+           (md5('org5')::uuid, 'minutes_transcribed', 1e20),
+           (md5('org6')::uuid, 'minutes_transcribed', -5),
+           (md5('org8')::uuid, 'minutes_transcribed', 2.5),
+           (NULL, 'minutes_transcribed', 9);";
+
+const COVERING_INDEXES_SQL: &str = "
+  CREATE INDEX calls_organization_usage_idx ON public.calls (organization_id)
+    INCLUDE (status, duration_minutes, created_at);
+  CREATE INDEX usage_metrics_organization_usage_idx ON public.usage_metrics (organization_id)
+    INCLUDE (metric_type, metric_value, created_at);";
+
+/// The WARN lines of a run, without their timestamps and run ids.
+fn warnings(run: &common::Run) -> Vec<String> {
+    let mut lines: Vec<String> = run
+        .grep(" WARN ")
+        .iter()
+        .map(|l| {
+            let l = l.split_once(' ').map_or(*l, |(_, rest)| rest);
+            l.split(" run_id=").next().unwrap_or(l).to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn the_sweep_through_the_covering_indexes_finds_and_repairs_what_the_table_read_does() {
+    let (tables, indexes) = (TestDb::migrated().await, TestDb::migrated().await);
+    for db in [&tables, &indexes] {
+        db.exec(HOSTILE_SQL).await;
+    }
+    indexes.exec(COVERING_INDEXES_SQL).await;
+    // VACUUM marks the pages all-visible (and updates pg_class): the index read serves.
+    for db in [&tables, &indexes] {
+        db.exec("VACUUM ANALYZE").await;
+    }
+
+    let by_tables = tables.run(&["--reconcile-now"], &[]).await;
+    let by_indexes = indexes.run(&["--reconcile-now"], &[]).await;
+    for (run, read) in [(&by_tables, "tables"), (&by_indexes, "indexes")] {
+        assert_eq!(run.code(), 0, "{}", run.stderr);
+        let finished = run.grep("reconcile pass finished");
+        assert_eq!(finished.len(), 1, "{}", run.stderr);
+        assert!(
+            finished[0].contains(&format!("sweep_read={read}")),
+            "{}",
+            finished[0]
+        );
+    }
+    assert_eq!(
+        by_tables.grep("sweep reads the ledgers' tables").len(),
+        1,
+        "{}",
+        by_tables.stderr
+    );
+    assert!(
+        by_tables
+            .stderr
+            .contains("public.calls has no covering index"),
+        "{}",
+        by_tables.stderr
+    );
+    assert_eq!(
+        by_indexes
+            .grep("sweep reads the ledgers through their covering indexes")
+            .len(),
+        1,
+        "{}",
+        by_indexes.stderr
+    );
+
+    let left = outcome(&indexes.url).await;
+    assert_eq!(left, outcome(&tables.url).await);
+    assert!(
+        left.iter().any(|l| l.starts_with("adjustment ")),
+        "the data has drift to repair: {left:?}"
+    );
+    assert!(left.iter().any(|l| l.starts_with("mismatch ")), "{left:?}");
+    let warned = warnings(&by_indexes);
+    assert_eq!(warned, warnings(&by_tables));
+    for status in [
+        "status=\"Completed\" calls=100",
+        "status=\" completed\" calls=100",
+    ] {
+        assert!(
+            warned.iter().any(|l| l.contains(status)),
+            "{status} named: {warned:?}"
+        );
+    }
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("usage_metrics rows without organization_id")),
+        "{warned:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_table_vacuum_has_not_marked_is_read_whole_and_doctor_says_why() {
+    let db = TestDb::migrated().await;
+    db.exec(HOSTILE_SQL).await;
+    db.exec(COVERING_INDEXES_SQL).await;
+    db.exec("VACUUM ANALYZE public.usage_metrics").await;
+    // calls never vacuumed: no page is all-visible, an index-only scan would read the table.
+    let run = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let line = run.grep("sweep reads the ledgers' tables");
+    assert_eq!(line.len(), 1, "{}", run.stderr);
+    assert!(
+        line[0].contains("public.calls is 0% all-visible (VACUUM it to read the index)"),
+        "{}",
+        line[0]
+    );
+    let doctor = db.run(&["doctor"], &[]).await;
+    assert!(
+        doctor.stdout.lines().any(|l| l.contains("covering index")
+            && l.contains("sweeps read the tables: public.calls is 0% all-visible")),
+        "{}",
+        doctor.stdout
+    );
+    db.exec("VACUUM ANALYZE public.calls").await;
+    let run = db.run(&["--reconcile-now"], &[]).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert_eq!(
+        run.grep("sweep reads the ledgers through their covering indexes")
+            .len(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
