@@ -383,3 +383,40 @@ async fn a_change_still_in_flight_is_neither_lost_nor_waited_for() {
     assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
     assert_eq!(db.used_minutes(busy).await, Some(14));
 }
+
+#[tokio::test]
+async fn an_incremental_pass_names_the_bad_values_of_what_it_repairs_as_a_sweep_does() {
+    let db = TestDb::migrated().await;
+    let orgs = tracked(&db, 3).await;
+    let (org, user) = orgs[1];
+    // Bad values the ledgers leave out, then a completed call whose increment was lost.
+    db.exec(&format!(
+        "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes) VALUES
+           ('{user}', '{org}', 'completed', NULL), ('{user}', '{org}', 'completed', -3),
+           ('{user}', '{org}', 'completed', 5);
+         INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value) VALUES
+           ('{org}', 'minutes_transcribed', 'NaN'), ('{org}', 'minutes_transcribed', 5);"
+    ))
+    .await;
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(summary_field(&out, "kind"), "incremental");
+    assert_eq!(db.used_minutes(org).await, Some(15));
+    // Counted by the candidates' exact re-read itself: no second read of their ledgers.
+    let bad = out.grep(&format!("counted as 0 org_id={org}"));
+    assert_eq!(bad.len(), 1, "{}", out.stderr);
+    for count in [
+        "null_durations=1",
+        "negative_durations=1",
+        "invalid_durations=0",
+        "invalid_metric_values=1",
+    ] {
+        assert!(bad[0].contains(count), "{count}: {}", bad[0]);
+    }
+    assert_eq!(
+        out.grep("counted as 0").len(),
+        1,
+        "only the repaired organization: {}",
+        out.stderr
+    );
+}

@@ -85,6 +85,7 @@ mod tests {
             metrics_minutes: 0,
             quota: None,
             previous_period_minutes: None,
+            bad_values: None,
         }
     }
 

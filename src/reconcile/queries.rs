@@ -131,8 +131,9 @@ impl PassQueries {
                 )
         };
         Self {
-            drifted_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), false),
-            candidate_orgs: filter_orgs(comparison(DRIFTED_ORGS_TEMPLATE), true),
+            // Filtered first: the bad-value counts it adds are templates too.
+            drifted_orgs: comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), false)),
+            candidate_orgs: comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), true)),
             unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), false),
             candidate_unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), true),
             compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE),
@@ -157,7 +158,8 @@ fn log_calls_column(rounding: Rounding) -> &'static str {
     }
 }
 
-/// The comparison for every organization, or (`some`) for the organizations in `$3`.
+/// The comparison for every organization, or (`some`) for the organizations in `$3`, which
+/// also counts their bad values.
 fn filter_orgs(sql: String, some: bool) -> String {
     let filter = |column: &str| {
         if some {
@@ -166,7 +168,30 @@ fn filter_orgs(sql: String, some: bool) -> String {
             String::new()
         }
     };
-    sql.replace("{filter_c}", &filter("c.organization_id"))
+    let (bad_call_counts, bad_metric_count, bad_values) = if some {
+        (
+            "count(*) FILTER (WHERE c.status = 'completed' AND c.duration_minutes IS NULL) \
+               AS null_durations, \
+             count(*) FILTER (WHERE c.status = 'completed' AND c.duration_minutes < 0) \
+               AS negative_durations, \
+             count(*) FILTER (WHERE c.status = 'completed' AND {invalid_duration}) \
+               AS invalid_durations",
+            "count(*) FILTER (WHERE {invalid_metric}) AS invalid_metric_values",
+            "ARRAY[COALESCE(ct.null_durations, 0), COALESCE(ct.negative_durations, 0), \
+                   COALESCE(ct.invalid_durations, 0), COALESCE(mt.invalid_metric_values, 0)]",
+        )
+    } else {
+        (
+            "NULL::bigint AS null_durations, NULL::bigint AS negative_durations, \
+             NULL::bigint AS invalid_durations",
+            "NULL::bigint AS invalid_metric_values",
+            "NULL::bigint[]",
+        )
+    };
+    sql.replace("{bad_call_counts}", bad_call_counts)
+        .replace("{bad_metric_count}", bad_metric_count)
+        .replace("{bad_values}", bad_values)
+        .replace("{filter_c}", &filter("c.organization_id"))
         .replace("{filter_m}", &filter("m.organization_id"))
         .replace("{filter_o}", &filter("o.id"))
         .replace("{filter_lm}", &filter("lm.organization_id"))

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::mismatch::LedgerMismatch;
 use super::queries::PassQueries;
-use super::usage::{OrgUsage, UsageScan};
+use super::usage::{BadValues, OrgUsage, UsageScan};
 use crate::db::{DbError, QueryContext};
 
 /// What the statement is asked.
@@ -73,6 +73,10 @@ impl ScanRow {
                 metrics_minutes: row.get("metrics_minutes"),
                 quota: row.get("quota"),
                 previous_period_minutes: None,
+                bad_values: row
+                    .get::<_, Option<Vec<i64>>>("bad_values")
+                    .as_deref()
+                    .and_then(BadValues::from_counts),
             }),
         }
     }

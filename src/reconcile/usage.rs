@@ -42,6 +42,9 @@ pub struct OrgUsage {
     /// Set when the counter holds the previous month's total plus this month's: it was never
     /// reset at the month boundary (a period rollover, repaired without a CRITICAL line).
     pub previous_period_minutes: Option<i64>,
+    /// The bad values left out of its ledgers, when the read that found it counted them (a
+    /// filtered re-read does; a sweep does not, see [`bad_values`]).
+    pub bad_values: Option<BadValues>,
 }
 
 impl OrgUsage {
@@ -194,20 +197,55 @@ pub struct BadValues {
     pub invalid_metric_values: i64,
 }
 
+impl BadValues {
+    /// From a filtered comparison's `bad_values` column: [NULL, negative, unusable durations,
+    /// unusable usage values].
+    pub fn from_counts(counts: &[i64]) -> Option<Self> {
+        match *counts {
+            [null_durations, negative_durations, invalid_durations, invalid_metric_values] => {
+                Some(Self {
+                    null_durations,
+                    negative_durations,
+                    invalid_durations,
+                    invalid_metric_values,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
 /// Bad durations (counted as 0) and unusable metric values (left out) per organization, for
-/// the given (reported) organizations that have any.
+/// the given (reported) organizations that have any, sorted by id: from the read that found
+/// them when it counted them, else read now (two index lookups per organization).
 ///
 /// # Errors
 /// The queries failed.
 pub async fn bad_values(
     client: &impl GenericClient,
     queries: &PassQueries,
-    orgs: &[Uuid],
+    orgs: &[&OrgUsage],
     period_start: Option<DateTime<Utc>>,
 ) -> Result<Vec<(Uuid, BadValues)>, DbError> {
+    if let Some(counted) = orgs
+        .iter()
+        .map(|o| o.bad_values.map(|bad| (o.org_id, bad)))
+        .collect::<Option<Vec<_>>>()
+    {
+        let mut found: Vec<(Uuid, BadValues)> =
+            counted.into_iter().filter(|(_, bad)| bad.any()).collect();
+        found.sort_by_key(|(id, _)| *id);
+        return Ok(found);
+    }
     if orgs.is_empty() {
         return Ok(Vec::new());
     }
+    let ids: Vec<Uuid> = orgs.iter().map(|o| o.org_id).collect();
+    let orgs = &ids;
     let mut found: HashMap<Uuid, BadValues> = HashMap::new();
     for row in client
         .query(queries.bad_durations.as_str(), &[&orgs, &period_start])
@@ -248,6 +286,7 @@ mod tests {
             metrics_minutes: metrics,
             quota: None,
             previous_period_minutes: None,
+            bad_values: None,
         }
     }
 

@@ -162,9 +162,8 @@ impl Pass<'_> {
         drifted: &[&OrgUsage],
         period_start: Option<DateTime<Utc>>,
     ) -> Result<(), DbError> {
-        let ids: Vec<Uuid> = drifted.iter().map(|o| o.org_id).collect();
         let mut budget = self.budget("bad durations");
-        for (org_id, bad) in usage::bad_values(&***client, queries, &ids, period_start).await? {
+        for (org_id, bad) in usage::bad_values(&***client, queries, drifted, period_start).await? {
             self.report.null_durations += bad.null_durations;
             self.report.negative_durations += bad.negative_durations;
             self.report.invalid_durations += bad.invalid_durations;

@@ -30,6 +30,11 @@
 --                     returned too
 --   {filter_c}, {filter_m}, {filter_o}, {filter_lm}  empty (every organization), or
 --                     `AND x.organization_id = ANY ($3::uuid[])` (some)
+--   {bad_call_counts}, {bad_metric_count}, {bad_values}  a filtered read also counts the
+--                     bad values it left out (NULL, negative and unusable durations of
+--                     completed calls; unusable usage values) in the rows it reads anyway, so
+--                     the pass need not read those organizations again to name them; for
+--                     every organization they are NULL (a per-row cost of the whole sweep)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 -- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
 --    none, are not counted and are named by a 'status' row
@@ -39,7 +44,8 @@ WITH call_totals AS (
   SELECT c.organization_id,
          {call_count} AS all_calls,
          count(*) FILTER (WHERE c.status IS DISTINCT FROM 'completed') AS unknown_calls,
-         {completed_call_total} AS call_minutes
+         {completed_call_total} AS call_minutes,
+         {bad_call_counts}
     FROM public.calls c
    WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
@@ -51,7 +57,8 @@ WITH call_totals AS (
 metric_totals AS (
   SELECT m.organization_id,
          {metric_count} AS metric_count,
-         {metric_total} AS metric_minutes
+         {metric_total} AS metric_minutes,
+         {bad_metric_count}
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
      AND ($1::timestamptz IS NULL OR m.created_at >= $1)
@@ -67,7 +74,8 @@ compared AS (
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
          COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
-         {quota} AS quota
+         {quota} AS quota,
+         {bad_values} AS bad_values
     FROM public.organizations o
     LEFT JOIN call_totals ct ON ct.organization_id = o.id
     LEFT JOIN metric_totals mt ON mt.organization_id = o.id
@@ -86,7 +94,7 @@ recorded AS (
 SELECT 'org' AS kind, id, name, stored, stored_invalid, call_count, calls_minutes,
        metric_count, metrics_minutes, quota, NULL::text AS status, NULL::bigint AS orgs_checked,
        NULL::bigint AS billed_minutes, NULL::bigint AS unowned_metric_minutes,
-       NULL::bigint AS mismatches, NULL::bigint AS unknown_status_calls
+       NULL::bigint AS mismatches, NULL::bigint AS unknown_status_calls, bad_values
   FROM compared
  WHERE stored IS DISTINCT FROM {expected}
     OR stored_invalid
@@ -101,7 +109,7 @@ SELECT 'mismatch', COALESCE(n.id, r.organization_id),
        CASE WHEN r.organization_id IS NULL THEN 'appeared'
             WHEN n.id IS NULL THEN 'resolved'
             ELSE 'changed' END,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL
   FROM mismatched n
   FULL JOIN recorded r ON r.organization_id = n.id
  WHERE n.id IS NULL OR r.organization_id IS NULL
@@ -111,5 +119,5 @@ SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, coun
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
        (SELECT count(*) FROM mismatched),
-       (SELECT COALESCE(sum(unknown_calls), 0) FROM call_totals)::bigint
+       (SELECT COALESCE(sum(unknown_calls), 0) FROM call_totals)::bigint, NULL
   FROM compared

@@ -49,11 +49,11 @@ SELECT 'org' AS kind, c.organization_id AS id, NULL::text AS name, NULL::bigint 
        0::bigint AS metric_count, 0::bigint AS metrics_minutes, NULL::bigint AS quota,
        NULL::text AS status, NULL::bigint AS orgs_checked, NULL::bigint AS billed_minutes,
        NULL::bigint AS unowned_metric_minutes, NULL::bigint AS mismatches,
-       NULL::bigint AS unknown_status_calls
+       NULL::bigint AS unknown_status_calls, NULL::bigint[] AS bad_values
   FROM candidates c
 UNION ALL
 SELECT 'total', NULL, NULL, NULL,
        COALESCE(bool_or(p.organization_id IS NULL), false),
        COALESCE(sum(p.log_rows), 0)::bigint, NULL, NULL, NULL, NULL, NULL,
-       count(p.organization_id), NULL, 0, NULL, NULL
+       count(p.organization_id), NULL, 0, NULL, NULL, NULL
   FROM per_org p
