@@ -103,10 +103,6 @@ pub const COVERING_INDEXES: &str = "
   CREATE INDEX IF NOT EXISTS usage_metrics_organization_usage_idx
     ON public.usage_metrics (organization_id) INCLUDE (metric_type, metric_value, created_at);";
 
-/// Without them a sweep reads the tables.
-pub const DROP_COVERING_INDEXES: &str = "
-  DROP INDEX public.calls_organization_usage_idx, public.usage_metrics_organization_usage_idx";
-
 /// A fresh database `name` of `size`, migrated, loaded, with correct counters and the orphans
 /// attributed by a first pass (which also builds the change tracking); vacuumed, analyzed and
 /// checkpointed, so every measurement starts from the same clean state.

@@ -81,6 +81,8 @@ impl Pass<'_> {
         tracking: &TrackingState,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, DbError> {
+        // Decided on the primary: a standby keeps no statistics of the primary's writes.
+        let read = SweepRead::choose(&access::inspect(&***client).await?);
         if let (Some(replica), Some(reader)) = (
             db.replica(),
             self.replica_reader(db, client, tracking).await,
@@ -88,7 +90,7 @@ impl Pass<'_> {
             let users = self.orphaned_users(&reader).await;
             let found = match users {
                 Ok(()) => {
-                    self.compare_everything(db, &reader, queries, period_start)
+                    self.compare_everything(db, &reader, queries, &read, period_start)
                         .await
                 }
                 Err(e) => Err(ScanFailure::Read(e)),
@@ -114,26 +116,22 @@ impl Pass<'_> {
             }
         }
         self.orphaned_users(client).await?;
-        self.compare_everything(db, client, queries, period_start)
+        self.compare_everything(db, client, queries, &read, period_start)
             .await
             .map_err(ScanFailure::into_inner)
     }
 
     /// The one statement that compares every counter with both ledgers, in a read-only
-    /// transaction on `source` that reads the ledgers through their covering indexes when
-    /// they serve (`access`), else the tables.
+    /// transaction on `source` that reads the ledgers as `read` says (`access`).
     async fn compare_everything(
         &mut self,
         db: &Database,
         source: &Client,
         queries: &PassQueries,
+        read: &SweepRead,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, ScanFailure> {
-        let indexes = access::inspect(&***source)
-            .await
-            .map_err(ScanFailure::Read)?;
-        let read = SweepRead::choose(&indexes);
-        match &read {
+        match read {
             SweepRead::Indexes => info!(
                 run_id = %self.report.run_id,
                 "sweep reads the ledgers through their covering indexes"
