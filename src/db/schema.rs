@@ -102,19 +102,15 @@ pub struct AppSchema {
     pub max_minutes_monthly: bool,
 }
 
+const APP_COLUMNS: &str = include_str!("sql/app_columns.sql");
+
 /// Inspect `public`'s tables.
 ///
 /// # Errors
 /// [`DbError::Schema`] naming every missing column, or a non-numeric minutes column.
 pub async fn inspect(client: &impl GenericClient) -> Result<AppSchema, DbError> {
     let rows = client
-        .query(
-            "SELECT table_name::text, column_name::text, data_type::text
-               FROM information_schema.columns
-              WHERE table_schema = 'public'
-                AND table_name IN ('organizations', 'calls', 'usage_metrics', 'user_organizations')",
-            &[],
-        )
+        .query(APP_COLUMNS, &[])
         .await
         .context("inspect the application schema")?;
     let find = |table: &str, column: &str| {
