@@ -63,35 +63,13 @@ impl PassQueries {
     /// Fill the templates for this schema and configuration.
     pub fn new(schema: &AppSchema, usage: &UsageSettings) -> Self {
         let (rounding, source) = (usage.rounding, usage.source);
-        let call_total = call_total_expr(schema.duration_type, rounding, "");
-        let completed_call_total = call_total_expr(
-            schema.duration_type,
-            rounding,
-            "c.status = 'completed' AND ",
-        );
-        let metric_total = metric_total_expr(schema.metric_type, rounding);
-        let metric_count = match source {
-            Source::Calls => "0::bigint",
-            Source::UsageMetrics => "count(*)",
-        };
-        let (stored, stored_invalid) = stored_exprs(schema.counter_type);
+        let values = value_exprs(schema, usage);
         let fill = |template: &str| {
-            template
-                .replace("{completed_call_total}", &completed_call_total)
-                .replace("{call_total}", &call_total)
-                .replace("{metric_total}", &metric_total)
-                .replace("{call_count}", "count(*)")
-                .replace("{metric_count}", metric_count)
-                .replace("{stored}", &stored)
-                .replace("{stored_invalid}", &stored_invalid)
-                .replace(
-                    "{invalid_duration}",
-                    &invalid_value("c.duration_minutes", schema.duration_type),
-                )
-                .replace(
-                    "{invalid_metric}",
-                    &invalid_value("m.metric_value", schema.metric_type),
-                )
+            values
+                .iter()
+                .fold(template.to_string(), |sql, (name, value)| {
+                    sql.replace(name, value)
+                })
         };
         let (expected, fingerprints, previous_totals) = match source {
             Source::Calls => (
@@ -147,6 +125,48 @@ impl PassQueries {
             counter_type: schema.counter_type,
         }
     }
+}
+
+/// The placeholders every template shares, with their values for this schema and
+/// configuration (`{completed_call_total}` before `{call_total}`: neither contains the other,
+/// but the order is fixed all the same).
+fn value_exprs(schema: &AppSchema, usage: &UsageSettings) -> Vec<(&'static str, String)> {
+    let rounding = usage.rounding;
+    let (stored, stored_invalid) = stored_exprs(schema.counter_type);
+    let metric_count = match usage.source {
+        Source::Calls => "0::bigint",
+        Source::UsageMetrics => "count(*)",
+    };
+    vec![
+        (
+            "{completed_call_total}",
+            call_total_expr(
+                schema.duration_type,
+                rounding,
+                "c.status = 'completed' AND ",
+            ),
+        ),
+        (
+            "{call_total}",
+            call_total_expr(schema.duration_type, rounding, ""),
+        ),
+        (
+            "{metric_total}",
+            metric_total_expr(schema.metric_type, rounding),
+        ),
+        ("{call_count}", "count(*)".to_string()),
+        ("{metric_count}", metric_count.to_string()),
+        ("{stored}", stored),
+        ("{stored_invalid}", stored_invalid),
+        (
+            "{invalid_duration}",
+            invalid_value("c.duration_minutes", schema.duration_type),
+        ),
+        (
+            "{invalid_metric}",
+            invalid_value("m.metric_value", schema.metric_type),
+        ),
+    ]
 }
 
 /// The change log's column of per-call rounded minutes for `rounding`.

@@ -1,8 +1,7 @@
 -- Take the log rows this snapshot sees out of the log (rows naming no organization, a
 -- TRUNCATE's, stay: only a sweep settles them), in the transaction whose comparison read them:
 -- rows logged by transactions that commit later are not visible here and stay for the next
--- pass. Used when the log's table lock could not be had at once (reconciler.changes is then
--- emptied with TRUNCATE instead, which costs nothing per row).
+-- pass. No table lock: the application's writes to the log never wait on the pass.
 -- $1 bigint lock key, $2 integer the backend holding it: fenced, nothing is deleted unless
 -- that backend holds the lock.
 -- Returns how many log rows were taken.
