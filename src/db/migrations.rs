@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "incremental",
         sql: include_str!("../../migrations/V8__incremental.sql"),
     },
+    Migration {
+        version: 9,
+        name: "trigger_plans",
+        sql: include_str!("../../migrations/V9__trigger_plans.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).
