@@ -214,3 +214,78 @@ async fn rows_changed_since_vacuum_send_the_sweep_to_the_tables_until_the_next_v
         run.stderr
     );
 }
+
+/// The WARN and CRITICAL lines of a run (what it found), without timestamps and run ids.
+fn findings(run: &common::Run) -> Vec<String> {
+    let mut lines: Vec<String> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" CRITICAL "))
+        .map(|l| {
+            let l = l.split_once(' ').map_or(l, |(_, rest)| rest);
+            l.split(" run_id=").next().unwrap_or(l).to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn both_reads_find_the_same_with_usage_metrics_as_truth_and_a_calendar_month() {
+    let (tables, indexes) = (TestDb::migrated().await, TestDb::migrated().await);
+    for db in [&tables, &indexes] {
+        db.exec(HOSTILE_SQL).await;
+        // Some of last month's calls and usage rows: the period filter must leave them out.
+        db.exec(
+            "INSERT INTO public.calls (user_id, organization_id, status, duration_minutes, created_at)
+               SELECT md5('user' || i)::uuid, md5('org' || i)::uuid, 'completed', 50,
+                      date_trunc('month', now()) - interval '3 days'
+                 FROM generate_series(1, 30) i;
+             INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value, created_at)
+               SELECT md5('org' || i)::uuid, 'minutes_transcribed', 40,
+                      date_trunc('month', now()) - interval '3 days'
+                 FROM generate_series(1, 30) i;",
+        )
+        .await;
+    }
+    indexes.exec(COVERING_INDEXES_SQL).await;
+    for db in [&tables, &indexes] {
+        vacuum(db, "").await;
+    }
+    for env in [
+        [
+            ("SYNQALL_RECONCILER__USAGE__SOURCE", "usage_metrics"),
+            ("SYNQALL_RECONCILER__USAGE__PERIOD", "all_time"),
+        ],
+        [
+            ("SYNQALL_RECONCILER__USAGE__SOURCE", "calls"),
+            ("SYNQALL_RECONCILER__USAGE__PERIOD", "calendar_month"),
+        ],
+        [
+            ("SYNQALL_RECONCILER__USAGE__SOURCE", "usage_metrics"),
+            ("SYNQALL_RECONCILER__USAGE__PERIOD", "calendar_month"),
+        ],
+    ] {
+        let args = ["--reconcile-now", "--dry-run"];
+        let (by_tables, by_indexes) = (
+            tables.run(&args, &env).await,
+            indexes.run(&args, &env).await,
+        );
+        assert!(
+            by_indexes.stderr.contains("sweep_read=indexes")
+                && by_tables.stderr.contains("sweep_read=tables"),
+            "{env:?}: {}\n{}",
+            by_indexes.stderr,
+            by_tables.stderr
+        );
+        let found = findings(&by_indexes);
+        assert!(
+            found
+                .iter()
+                .any(|l| l.contains("CRITICAL used_minutes drift")),
+            "{env:?}: the data has drift: {found:?}"
+        );
+        assert_eq!(found, findings(&by_tables), "{env:?}");
+        assert_eq!(by_indexes.code(), by_tables.code(), "{env:?}");
+    }
+}
