@@ -198,19 +198,37 @@ impl DatabaseTarget {
         &self.config
     }
 
-    /// `user@host:port/dbname`, safe to log.
+    /// `user@host:port/dbname`, safe to log; every host the connection may try, in order
+    /// (`host=` in a URL's query adds one), each with its port.
     pub fn describe(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "?".into(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let ports = self.config.get_ports();
+        let hosts = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    Host::Tcp(h) => h.clone(),
+                    Host::Unix(p) => p.display().to_string(),
+                };
+                // One port applies to every host; otherwise one per host.
+                let port = ports
+                    .get(i)
+                    .or_else(|| (ports.len() == 1).then(|| &ports[0]))
+                    .copied()
+                    .unwrap_or(5432);
+                format!("{host}:{port}")
+            })
+            .collect::<Vec<_>>();
         format!(
-            "{}@{}:{}/{}",
+            "{}@{}/{}",
             self.config.get_user().unwrap_or("?"),
-            host,
-            port,
+            if hosts.is_empty() {
+                "?".to_string()
+            } else {
+                hosts.join(",")
+            },
             self.config.get_dbname().unwrap_or("?")
         )
     }
@@ -240,5 +258,17 @@ mod tests {
         .unwrap();
         assert_eq!(t.describe(), "u@db.example.com:5432/postgres");
         assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn describe_names_every_host_the_connection_may_try() {
+        let t = DatabaseTarget::parse(
+            "database.url",
+            Secret::new("postgres://u@localhost/app?host=/run/postgresql&port=5433"),
+        )
+        .unwrap();
+        let described = t.describe();
+        assert!(described.contains("/run/postgresql:5433"), "{described}");
+        assert!(described.starts_with("u@localhost:"), "{described}");
     }
 }
