@@ -431,8 +431,15 @@ async fn metrics_endpoint_reports_passes_drift_and_last_success() {
     daemon.wait_for("metrics endpoint listening", 1, 10).await;
     daemon.wait_for("reconcile pass finished", 2, 15).await;
 
-    let (status, body) = common::http_get(&addr, "/metrics").await;
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let (status, _) = common::http_get(&addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let body = common::metrics_once(
+        &addr,
+        "synqall_reconciler_passes_total{outcome=\"ok\"}",
+        2.0,
+        5,
+    )
+    .await;
     assert!(
         common::sample(&body, "synqall_reconciler_passes_total{outcome=\"ok\"}") >= 2.0,
         "{body}"

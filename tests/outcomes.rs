@@ -95,7 +95,13 @@ async fn a_daemon_counts_a_partial_pass_as_partial_in_its_metrics_and_the_alert_
     };
     let mut daemon = Daemon::start(&db.url, &[("SYNQALL_RECONCILER__METRICS__LISTEN", &addr)]);
     daemon.wait_for("reconcile pass finished", 2, 15).await;
-    let first = common::http_get(&addr, "/metrics").await.1;
+    let first = common::metrics_once(
+        &addr,
+        "synqall_reconciler_passes_total{outcome=\"partial\"}",
+        2.0,
+        5,
+    )
+    .await;
     let partial = common::sample(
         &first,
         "synqall_reconciler_passes_total{outcome=\"partial\"}",

@@ -27,3 +27,17 @@ pub fn sample(body: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// The metrics page once `name` reaches `at_least` (the pass's summary line is written just
+/// before the daemon counts the pass, so a scrape right after the line may be one behind);
+/// the last page seen after `timeout_secs`.
+pub async fn metrics_once(addr: &str, name: &str, at_least: f64, timeout_secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    loop {
+        let body = http_get(addr, "/metrics").await.1;
+        if sample(&body, name) >= at_least || std::time::Instant::now() >= deadline {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -28,5 +28,5 @@ pub mod runner;
 
 pub use cluster::{cluster, cluster_with, connect, empty_cluster};
 pub use fixtures::{default_lock_key, outcome, TestDb};
-pub use http::{http_get, sample};
+pub use http::{http_get, metrics_once, sample};
 pub use runner::{empty_config_file, run_bin, Daemon, Run, BIN, FAST_DAEMON};
