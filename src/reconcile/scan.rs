@@ -142,10 +142,7 @@ pub async fn collect<C: GenericClient>(
     queries: &PassQueries,
     args: &ScanArgs<'_>,
 ) -> Result<(UsageScan, Vec<LedgerMismatch>), DbError> {
-    let sql = match args.orgs {
-        Some(_) => &queries.candidate_orgs,
-        None => &queries.drifted_orgs,
-    };
+    let (sql, _) = statements(queries, args);
     let orgs: Option<Vec<Uuid>> = args.orgs.map(<[Uuid]>::to_vec);
     let params = sweep_params(args, &orgs);
     let mut rows = ScanStream::start(client, sql, &params).await?;
@@ -156,6 +153,15 @@ pub async fn collect<C: GenericClient>(
     }
     name_unknown_statuses(client, queries, args, &mut scan).await?;
     Ok((scan, mismatches))
+}
+
+/// The comparison and the naming of unknown statuses for `args`: of every organization, or
+/// filtered to `args.orgs`.
+fn statements<'q>(queries: &'q PassQueries, args: &ScanArgs<'_>) -> (&'q str, &'q str) {
+    match args.orgs {
+        Some(_) => (&queries.candidate_orgs, &queries.candidate_unknown_statuses),
+        None => (&queries.drifted_orgs, &queries.unknown_statuses),
+    }
 }
 
 /// When the comparison counted calls of unknown statuses, name the statuses (a second read
@@ -172,14 +178,11 @@ pub async fn name_unknown_statuses<C: GenericClient>(
     if scan.unknown_status_calls == 0 {
         return Ok(());
     }
-    let sql = match args.orgs {
-        Some(_) => &queries.candidate_unknown_statuses,
-        None => &queries.unknown_statuses,
-    };
+    let (_, sql) = statements(queries, args);
     let orgs: Option<Vec<Uuid>> = args.orgs.map(<[Uuid]>::to_vec);
     let params = sweep_params(args, &orgs);
     let rows = client
-        .query(sql.as_str(), &params)
+        .query(sql, &params)
         .await
         .context("name the calls' unknown statuses")?;
     scan.unknown_statuses = rows

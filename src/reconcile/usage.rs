@@ -241,14 +241,11 @@ pub async fn bad_values(
         found.sort_by_key(|(id, _)| *id);
         return Ok(found);
     }
-    if orgs.is_empty() {
-        return Ok(Vec::new());
-    }
+    // Some organization was found by a read that did not count them (a sweep): read them now.
     let ids: Vec<Uuid> = orgs.iter().map(|o| o.org_id).collect();
-    let orgs = &ids;
     let mut found: HashMap<Uuid, BadValues> = HashMap::new();
     for row in client
-        .query(queries.bad_durations.as_str(), &[&orgs, &period_start])
+        .query(queries.bad_durations.as_str(), &[&ids, &period_start])
         .await
         .context("count calls with unusable durations")?
     {
@@ -258,7 +255,7 @@ pub async fn bad_values(
         bad.invalid_durations = row.get("invalid_durations");
     }
     for row in client
-        .query(queries.bad_metric_values.as_str(), &[&orgs, &period_start])
+        .query(queries.bad_metric_values.as_str(), &[&ids, &period_start])
         .await
         .context("count usage_metrics rows with unusable values")?
     {
