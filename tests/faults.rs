@@ -62,6 +62,9 @@ async fn server_restart_under_a_running_daemon_needs_no_daemon_restart_and_repai
     blocking(&cluster, |c| c.restart_server()).await;
     let first = plant_drift(&url, "After restart").await;
     daemon.wait_for(&format!("org_id={first}"), 1, 20).await;
+    // The pass that repaired it finished (stopping the server under it would fail it after
+    // its repair: still repaired once, but not the pass this test counts).
+    daemon.wait_for(" repaired=1 ", 1, 20).await;
 
     // Down for longer than the stall threshold: passes fail, one stall alert, then recovery.
     blocking(&cluster, |c| c.stop_server(true)).await;

@@ -43,8 +43,10 @@ fn summary_field(out: &common::Run, field: &str) -> String {
         .to_string()
 }
 
+/// The log rows the next pass consumes (consumed rows stay until their partition is emptied).
 async fn log_rows(db: &TestDb) -> i64 {
-    db.scalar("SELECT count(*) FROM reconciler.changes").await
+    db.scalar("SELECT count(*) FROM reconciler.pending_changes")
+        .await
 }
 
 #[tokio::test]
@@ -174,7 +176,7 @@ async fn an_incremental_pass_repairs_what_changed_and_looks_at_nothing_else() {
     // logged, so the next pass has nothing to look at.
     let left: Vec<String> = db
         .client
-        .query("SELECT format('%s %s %s', organization_id, counter_delta, calls_ceil) FROM reconciler.changes", &[])
+        .query("SELECT format('%s %s %s', organization_id, counter_delta, calls_ceil) FROM reconciler.pending_changes", &[])
         .await
         .unwrap()
         .iter()
@@ -453,4 +455,110 @@ async fn an_increment_after_a_bulk_update_in_the_same_session_stays_fast() {
         elapsed < std::time::Duration::from_millis(600),
         "10 increments took {elapsed:?}: the trigger's kept plan is JIT-compiled at every call"
     );
+}
+
+/// Rows in each partition of the log: (reconciler.changes_0, reconciler.changes_1).
+async fn stored_rows(db: &TestDb) -> (i64, i64) {
+    (
+        db.scalar("SELECT count(*) FROM reconciler.changes_0").await,
+        db.scalar("SELECT count(*) FROM reconciler.changes_1").await,
+    )
+}
+
+#[tokio::test]
+async fn the_log_is_consumed_by_snapshot_and_emptied_a_partition_at_a_time() {
+    let db = TestDb::migrated().await;
+    let orgs = tracked(&db, 2).await;
+    let (org, user) = orgs[0];
+    // The sweep consumed what the set-up logged (in partition 0) and emptied partition 1, now
+    // the active one: consumed rows stay until their partition's turn, nothing is pending.
+    assert_eq!(log_rows(&db).await, 0);
+    let (first, second) = stored_rows(&db).await;
+    assert!(first > 0, "the set-up's rows, consumed, still stored");
+    assert_eq!(second, 0);
+    let active: i64 = db
+        .scalar("SELECT last_value FROM reconciler.change_generation")
+        .await;
+    assert_eq!(active, 1);
+
+    // A completed call and its metric, the increment lost: logged in partition 1.
+    db.call(user, Some(org), "completed", Some(5), 0).await;
+    db.metric(org, 5).await;
+    assert_eq!(stored_rows(&db).await, (first, 2));
+    assert_eq!(log_rows(&db).await, 2);
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
+    assert_eq!(db.used_minutes(org).await, Some(15));
+    // Partition 0 emptied by TRUNCATE and active again; partition 1's rows consumed.
+    assert_eq!(stored_rows(&db).await, (0, 2));
+    assert_eq!(log_rows(&db).await, 0);
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(summary_field(&out, "orgs_checked"), "0", "{}", out.stderr);
+    assert_eq!(stored_rows(&db).await, (0, 0));
+
+    // The pass empties the idle partition (now 0) under its ACCESS EXCLUSIVE lock: the app's
+    // inserts go to the active one and do not wait on it (lock_timeout would fail them).
+    let holder = common::connect(&db.url).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE reconciler.changes_0 IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let app = common::connect(&db.url).await;
+    app.batch_execute(&format!(
+        "SET lock_timeout = '1s';
+         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+           VALUES ('{user}', '{org}', 'completed', 2);
+         INSERT INTO public.usage_metrics (organization_id, metric_type, metric_value)
+           VALUES ('{org}', 'minutes_transcribed', 2);
+         SELECT public.increment_used_minutes('{org}', 2);"
+    ))
+    .await
+    .expect("the app's writes waited on the idle partition's lock");
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(stored_rows(&db).await, (0, 3));
+}
+
+#[tokio::test]
+async fn a_writer_still_in_the_idle_partition_postpones_its_emptying_and_loses_nothing() {
+    let db = TestDb::migrated().await;
+    let orgs = tracked(&db, 2).await;
+    let (busy, user) = orgs[0];
+    // The app, mid-transaction: a completed call logged in the active partition (1), its
+    // increment lost, not committed.
+    let app = common::connect(&db.url).await;
+    app.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+           VALUES ('{user}', '{busy}', 'completed', 4);"
+    ))
+    .await
+    .unwrap();
+    // The first pass empties partition 0 and makes it the active one.
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    // The second would empty partition 1, where the app's transaction still writes: it
+    // consumes what its snapshot sees and leaves the partition for a later pass, at once.
+    let started = std::time::Instant::now();
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let busy_lines = out.grep("the consumed change-log partition is in use");
+    assert_eq!(busy_lines.len(), 1, "{}", out.stderr);
+    assert!(
+        busy_lines[0].contains("partition=reconciler.changes_1"),
+        "{}",
+        busy_lines[0]
+    );
+    assert_eq!(db.used_minutes(busy).await, Some(10));
+    // Committed after both snapshots: pending, then consumed and repaired by the next pass,
+    // which also empties partition 1.
+    app.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(log_rows(&db).await, 1);
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
+    assert_eq!(db.used_minutes(busy).await, Some(14));
+    assert_eq!(out.grep("partition is in use").len(), 0, "{}", out.stderr);
+    assert_eq!(stored_rows(&db).await.1, 0);
+    assert_eq!(log_rows(&db).await, 0);
 }

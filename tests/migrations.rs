@@ -129,7 +129,8 @@ async fn migrate_applies_to_a_database_that_never_saw_the_seed_and_is_a_noop_twi
             "applied V6__lease",
             "applied V7__ledger_mismatches",
             "applied V8__incremental",
-            "applied V9__trigger_plans"
+            "applied V9__trigger_plans",
+            "applied V10__change_log_partitions"
         ]
     );
     // Everything else is what the server said, under the migration that made it say so.

@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_plans",
         sql: include_str!("../../migrations/V9__trigger_plans.sql"),
     },
+    Migration {
+        version: 10,
+        name: "change_log_partitions",
+        sql: include_str!("../../migrations/V10__change_log_partitions.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` runs (transaction-scoped advisory lock).

@@ -51,15 +51,23 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
     let firing: Vec<String> = row.get("firing");
     let log_rows: i64 = row.get("log_rows");
     let oldest: Option<i64> = row.get("oldest_seconds");
+    let stored: i64 = row.get("stored_rows");
     let built: Option<chrono::DateTime<chrono::Utc>> = row.get("initialized_at");
     let silent: Vec<&str> = TRIGGERS
         .iter()
         .copied()
         .filter(|t| !firing.iter().any(|f| f == t))
         .collect();
+    let consumed = stored - log_rows;
     let log = match oldest {
-        Some(age) => format!("{log_rows} log rows for the next pass, the oldest {age} s old"),
-        None => "the log is empty".to_string(),
+        Some(age) => format!(
+            "{log_rows} log rows for the next pass, the oldest {age} s old; {consumed} consumed \
+             rows kept until their partition is emptied"
+        ),
+        None => format!(
+            "nothing pending in the log; {consumed} consumed rows kept until their partition is \
+             emptied"
+        ),
     };
     let check = if !silent.is_empty() {
         Check::warn(
@@ -92,6 +100,7 @@ pub(super) async fn change_tracking(client: &impl GenericClient) -> Result<Check
     };
     Ok(check
         .fact("log_rows", log_rows)
+        .fact("consumed_log_rows", consumed)
         .fact("oldest_log_row_seconds", oldest)
         .fact("triggers_silent", silent.len()))
 }

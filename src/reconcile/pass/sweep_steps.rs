@@ -48,12 +48,13 @@ impl Pass<'_> {
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, DbError> {
         let fence = self.lock.fence();
-        // The TRUNCATE markers this sweep covers: those visible before it starts.
-        let unknown = tracking::unknown_markers(&***client).await?;
         if !self.options.dry_run {
             self.lock.ensure_held().await?;
             self.report.log_rows_folded = tracking::consume(client, fence).await?;
         }
+        // The TRUNCATE markers this sweep covers: those visible before it compares (read after
+        // the consumption, which may carry them to the other partition).
+        let unknown = tracking::unknown_markers(&***client).await?;
         let scan = self
             .compare(db, client, queries, tracking, period_start)
             .await?;

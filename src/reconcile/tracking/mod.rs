@@ -6,14 +6,15 @@
 //! or marked; so an organization whose counter moved exactly as its ledgers did is still in
 //! sync, and only the others are candidates, re-read exactly from the ledgers before anything
 //! is settled or repaired ([`compare_and_consume`]). The log is consumed in the comparison's
-//! own snapshot, by deleting the rows that snapshot saw: no lock the application's writes
-//! could wait on (a TRUNCATE would need one until its commit, and its commit alone took
-//! 15–200 ms here, against ~3 ms to delete 3,000 rows); autovacuum takes the dead rows back.
+//! own snapshot ([`consume`]): the rows that snapshot saw are consumed, those of transactions
+//! still in flight stay for the next pass; no lock the application's writes wait on.
 //!
 //! What the triggers cannot see (triggers disabled, a restore, a bulk load under
 //! `session_replication_role = replica`, an edit of the reconciler's own tables) the sweep
 //! finds and repairs, and a sweep leaves every organization in sync or marked again. The
 //! first sweep marks the tracking usable ([`mark_initialized`]).
+
+mod consume;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, IsolationLevel};
@@ -26,14 +27,11 @@ use crate::db::lock::Fence;
 use crate::db::{DbError, QueryContext};
 
 const STATE: &str = include_str!("sql/tracking_state.sql");
-const FOLD: &str = include_str!("sql/fold_changes.sql");
 const MARK: &str = include_str!("sql/mark_changes.sql");
 const MARK_INITIALIZED: &str = include_str!("sql/mark_initialized.sql");
-const UNKNOWN_MARKERS: &str =
-    "SELECT ctid::text FROM reconciler.changes WHERE organization_id IS NULL";
-const CLEAR_UNKNOWN_MARKERS: &str = "DELETE FROM reconciler.changes \
-     WHERE ctid = ANY ($1::text[]::tid[]) AND organization_id IS NULL \
-       AND (SELECT reconciler.holds_lock($2, $3))";
+const UNKNOWN_MARKERS: &str = "SELECT tableoid::oid::text || '/' || ctid::text \
+     FROM reconciler.changes WHERE organization_id IS NULL";
+const UNMARK: &str = include_str!("sql/unmark.sql");
 
 type Client = deadpool_postgres::Object;
 
@@ -73,8 +71,9 @@ pub async fn state(client: &impl tokio_postgres::GenericClient) -> Result<Tracki
     })
 }
 
-/// The log rows that name no organization (a TRUNCATE): a sweep is due. Their row ids, so the
-/// sweep that covered them removes exactly those ([`clear_unknown`]).
+/// The log rows that name no organization (a TRUNCATE): a sweep is due. Their row ids
+/// (partition and ctid), so the sweep that covered them removes exactly those
+/// ([`clear_unknown`]). Read them after the sweep's [`consume`], which may move them.
 ///
 /// # Errors
 /// The query failed.
@@ -103,43 +102,28 @@ pub async fn clear_unknown(
         return Ok(());
     }
     client
-        .execute(CLEAR_UNKNOWN_MARKERS, &[&markers, &fence.key, &fence.pid])
+        .execute(UNMARK, &[&markers, &fence.key, &fence.pid, &true])
         .await
         .context("remove the TRUNCATE markers the sweep covered")?;
     Ok(())
 }
 
-/// Empty the log of everything it holds for organizations (fenced), before a sweep compares
-/// every organization: the rows this statement sees (a TRUNCATE marker stays, for
-/// [`clear_unknown`]). Returns the rows taken.
+/// Consume the log before a sweep compares every organization (fenced): the rows this
+/// snapshot sees (TRUNCATE markers stay pending, for [`clear_unknown`]). Returns the rows
+/// consumed.
 ///
 /// # Errors
 /// A statement failed, or the lock was lost ([`DbError::Fenced`]).
 pub async fn consume(client: &mut Client, fence: Fence) -> Result<i64, DbError> {
-    let tx = client
-        .transaction()
-        .await
-        .context("begin consuming reconciler.changes")?;
-    let taken = delete_seen(&*tx, fence).await?;
-    tx.commit()
-        .await
-        .context("commit consuming reconciler.changes")?;
+    let (tx, drain) = consume::begin(client).await?;
+    let taken = consume::count_pending(&tx).await?;
+    consume::commit(tx, drain, fence).await?;
+    consume::switch(&***client, drain).await?;
     Ok(taken)
 }
 
-async fn delete_seen(client: &impl GenericClient, fence: Fence) -> Result<i64, DbError> {
-    let row = client
-        .query_one(FOLD, &[&fence.key, &fence.pid])
-        .await
-        .context("take the rows seen out of reconciler.changes")?;
-    if !row.get::<_, bool>("held") {
-        return Err(DbError::Fenced);
-    }
-    Ok(row.get("folded"))
-}
-
 /// A marker for each of `orgs`: the next incremental pass looks at them (fenced). Returns the
-/// markers' row ids.
+/// markers' row ids (partition and ctid).
 ///
 /// # Errors
 /// The statement failed.
@@ -172,12 +156,7 @@ pub async fn unmark(
         return Ok(());
     }
     client
-        .execute(
-            "DELETE FROM reconciler.changes
-              WHERE ctid = ANY ($1::text[]::tid[]) AND counter_delta IS NULL
-                AND (SELECT reconciler.holds_lock($2, $3))",
-            &[&markers, &fence.key, &fence.pid],
-        )
+        .execute(UNMARK, &[&markers, &fence.key, &fence.pid, &false])
         .await
         .context("remove the pass's own markers")?;
     Ok(())
@@ -211,9 +190,9 @@ pub struct DirtyScan {
 }
 
 /// The incremental comparison, then (unless `dry_run`) the consumption of exactly the log rows
-/// it read, in one REPEATABLE READ transaction: the rows its snapshot saw are deleted, those of
-/// transactions still in flight stay for the next pass. Candidates get insurance markers, so a
-/// pass that stops before settling them leaves them for the next one.
+/// it read, in one REPEATABLE READ transaction ([`consume`]'s): the rows its snapshot saw are
+/// consumed, those of transactions still in flight stay for the next pass. Candidates get
+/// insurance markers, so a pass that stops before settling them leaves them for the next one.
 ///
 /// # Errors
 /// A statement failed, or the lock was lost.
@@ -224,29 +203,45 @@ pub async fn compare_and_consume(
     fence: Fence,
     dry_run: bool,
 ) -> Result<DirtyScan, DbError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .context("begin the incremental comparison")?;
+    if dry_run {
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .context("begin the incremental comparison")?;
+        let found = compare_dirty(&tx, queries, period_start).await?;
+        tx.commit()
+            .await
+            .context("commit the incremental comparison")?;
+        return Ok(found);
+    }
+    let (tx, drain) = consume::begin(client).await?;
+    let mut found = compare_dirty(&tx, queries, period_start).await?;
+    // A TRUNCATE marker makes the pass a sweep: the log stays as it is for it.
+    if found.scan.unknown_organizations {
+        return Ok(found);
+    }
+    found.folded = found.scan.log_rows;
+    let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
+    found.insurance = mark(&*tx, &candidates, fence).await?;
+    consume::commit(tx, drain, fence).await?;
+    consume::switch(&***client, drain).await?;
+    Ok(found)
+}
+
+/// The comparison from the pending log rows (the transaction's first query: its snapshot).
+async fn compare_dirty(
+    tx: &tokio_postgres::Transaction<'_>,
+    queries: &PassQueries,
+    period_start: Option<DateTime<Utc>>,
+) -> Result<DirtyScan, DbError> {
     let mut found = DirtyScan::default();
-    let mut rows = ScanStream::start(&*tx, &queries.compare_dirty, &[&period_start]).await?;
+    let mut rows = ScanStream::start(tx, &queries.compare_dirty, &[&period_start]).await?;
     let mut none = Vec::new();
     while let Some(row) = rows.next().await {
         found.scan.absorb(row?, &mut none);
     }
-    if !dry_run {
-        // A TRUNCATE marker makes the pass a sweep: the log stays as it is for it.
-        if found.scan.unknown_organizations {
-            return Ok(found);
-        }
-        found.folded = delete_seen(&*tx, fence).await?;
-        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
-        found.insurance = mark(&*tx, &candidates, fence).await?;
-    }
-    tx.commit()
-        .await
-        .context("commit the incremental comparison")?;
     Ok(found)
 }

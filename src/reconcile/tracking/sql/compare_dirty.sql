@@ -5,7 +5,9 @@
 -- counter moved exactly as its truth ledger did, and whose other ledger moved with it, is
 -- still in sync: nothing of it is read. Every other organization in the log is a candidate,
 -- re-read exactly from the ledgers (drifted_orgs.sql, filtered) before anything is settled or
--- repaired. So the cost is the log's size, not the organizations' history or number.
+-- repaired. So the cost is the log's size, not the organizations' history or number. The
+-- log's pending rows only (reconciler.pending_changes: those the latest consuming snapshot
+-- did not see).
 --
 -- Candidates: a marker (counter_delta NULL: a counter set from or to NULL or a non-number,
 -- an organization that appeared or went, a pass's own "look again"); a counter delta that is
@@ -30,7 +32,7 @@ WITH per_org AS (
            WHERE $1::timestamptz IS NULL OR ch.month >= ($1 AT TIME ZONE 'UTC')::date), 0) AS d_calls,
          COALESCE(sum(ch.metrics_raw) FILTER (
            WHERE $1::timestamptz IS NULL OR ch.month >= ($1 AT TIME ZONE 'UTC')::date), 0) AS d_metrics
-    FROM reconciler.changes ch
+    FROM reconciler.pending_changes ch
    GROUP BY ch.organization_id
 ),
 candidates AS (

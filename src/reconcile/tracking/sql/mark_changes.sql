@@ -6,4 +6,4 @@ INSERT INTO reconciler.changes (organization_id, counter_delta)
 SELECT DISTINCT u.id, NULL::numeric
   FROM unnest($1::uuid[]) AS u(id)
  WHERE (SELECT reconciler.holds_lock($2, $3))
-RETURNING ctid::text
+RETURNING tableoid::oid::text || '/' || ctid::text

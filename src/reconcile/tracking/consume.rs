@@ -1,0 +1,167 @@
+//! Consuming the change log (V10; docs/design.md, "Consuming the change log").
+//!
+//! A pass consumes the log rows its REPEATABLE READ snapshot sees by recording that snapshot
+//! (`reconciler.tracking.consumed_snapshot`): one row written, however many log rows there
+//! are. Rows of transactions the snapshot does not see stay pending
+//! (`reconciler.pending_changes`). Consumed rows are removed a partition at a time: the
+//! triggers write to the active partition, so the other one only receives rows from writers
+//! that read the switch before it moved. Its ACCESS EXCLUSIVE lock, taken NOWAIT *before* the
+//! snapshot, proves none of them is still in flight: every row in it is then visible to the
+//! snapshot, so consumed, and TRUNCATE removes them all (its TRUNCATE markers carried over to
+//! the active partition first). After the commit that partition becomes the active one.
+//!
+//! Why not DELETE: two buffer accesses per row, WAL and dead tuples for each (at 1% of 100k
+//! organizations active, nine tenths of an incremental pass's buffers). Why not TRUNCATE the
+//! one table: its lock would stop the app's inserts until the commit (15–200 ms measured).
+//! A partition still locked by someone (a long app transaction, a `doctor` reading the log)
+//! is only emptied by a later pass.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::IsolationLevel;
+use tracing::info;
+
+use crate::db::lock::Fence;
+use crate::db::{DbError, QueryContext};
+
+const ACTIVE: &str = "SELECT last_value::int2 FROM reconciler.change_generation";
+const SWITCH: &str = "SELECT pg_catalog.setval('reconciler.change_generation', $1::int2, true)";
+const RECORD: &str = include_str!("sql/record_consumed.sql");
+const COUNT_PENDING: &str = include_str!("sql/count_pending.sql");
+const CARRY_MARKERS: &str = include_str!("sql/carry_markers.sql");
+
+/// The partition a consuming transaction may empty, and whether it holds its lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// The partition the triggers do not write to (0 or 1).
+    idle: i16,
+    /// Its ACCESS EXCLUSIVE lock was free at once: it is emptied at the commit.
+    locked: bool,
+}
+
+impl Drain {
+    fn table(self) -> String {
+        format!("reconciler.changes_{}", self.idle)
+    }
+}
+
+/// Begin a consuming transaction: REPEATABLE READ, with the idle partition locked when its lock
+/// is free at once. No query has run in it yet: the caller's first query takes the snapshot,
+/// after the lock, so the snapshot sees every row of the idle partition.
+///
+/// # Errors
+/// A statement failed.
+pub async fn begin(
+    client: &mut deadpool_postgres::Object,
+) -> Result<(Transaction<'_>, Drain), DbError> {
+    let active: i16 = client
+        .query_one(ACTIVE, &[])
+        .await
+        .context("read which partition of reconciler.changes is active")?
+        .get(0);
+    let idle = 1 - active;
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .context("begin consuming reconciler.changes")?;
+    let locked = lock_at_once(&mut tx, idle).await?;
+    Ok((tx, Drain { idle, locked }))
+}
+
+/// LOCK … NOWAIT inside a savepoint: a lock that is not free leaves the transaction usable.
+/// Neither statement takes the transaction's snapshot.
+async fn lock_at_once(tx: &mut Transaction<'_>, idle: i16) -> Result<bool, DbError> {
+    let savepoint = tx
+        .savepoint("drain")
+        .await
+        .context("set a savepoint before locking the idle log partition")?;
+    let lock = format!("LOCK TABLE reconciler.changes_{idle} IN ACCESS EXCLUSIVE MODE NOWAIT");
+    match savepoint.batch_execute(&lock).await {
+        Ok(()) => {
+            savepoint
+                .commit()
+                .await
+                .context("release the savepoint after locking the idle log partition")?;
+            Ok(true)
+        }
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            // Rare (a writer that read the switch before the last pass moved it is still in
+            // its transaction, or a session reads the log); the log grows until it is free.
+            info!(
+                partition = %format!("reconciler.changes_{idle}"),
+                "the consumed change-log partition is in use; a later pass empties it"
+            );
+            savepoint
+                .rollback()
+                .await
+                .context("roll back to the savepoint after a busy idle log partition")?;
+            Ok(false)
+        }
+        Err(e) => Err(DbError::Query {
+            what: "lock the idle partition of reconciler.changes",
+            source: e,
+        }),
+    }
+}
+
+/// The pending rows naming an organization, in this transaction's snapshot (taken by this
+/// query when it is the first): what a sweep's consumption takes.
+///
+/// # Errors
+/// The query failed.
+pub async fn count_pending(tx: &Transaction<'_>) -> Result<i64, DbError> {
+    Ok(tx
+        .query_one(COUNT_PENDING, &[])
+        .await
+        .context("count the pending rows of reconciler.changes")?
+        .get("pending"))
+}
+
+/// Record the snapshot as consumed (fenced) and, when the idle partition is locked, carry its
+/// TRUNCATE markers over and empty it; then commit. Call [`switch`] after.
+///
+/// # Errors
+/// A statement failed, or the lock was lost ([`DbError::Fenced`]): nothing is consumed.
+pub async fn commit(tx: Transaction<'_>, drain: Drain, fence: Fence) -> Result<(), DbError> {
+    let held = tx
+        .query_opt(RECORD, &[&fence.key, &fence.pid])
+        .await
+        .context("record the consumed snapshot of reconciler.changes")?
+        .is_some();
+    if !held {
+        return Err(DbError::Fenced);
+    }
+    if drain.locked {
+        let table = drain.table();
+        tx.execute(&CARRY_MARKERS.replace("{partition}", &table), &[])
+            .await
+            .context("carry the TRUNCATE markers over to the active log partition")?;
+        tx.batch_execute(&format!("TRUNCATE {table}"))
+            .await
+            .context("empty the consumed partition of reconciler.changes")?;
+    }
+    tx.commit()
+        .await
+        .context("commit consuming reconciler.changes")
+}
+
+/// After the commit: the emptied partition becomes the active one, so the other one drains.
+/// Idempotent (it names the partition).
+///
+/// # Errors
+/// The statement failed (the next pass empties the same partition again, harmlessly).
+pub async fn switch(
+    client: &impl tokio_postgres::GenericClient,
+    drain: Drain,
+) -> Result<(), DbError> {
+    if !drain.locked {
+        return Ok(());
+    }
+    client
+        .query_one(SWITCH, &[&drain.idle])
+        .await
+        .context("switch the active partition of reconciler.changes")?;
+    Ok(())
+}
