@@ -562,3 +562,47 @@ async fn a_writer_still_in_the_idle_partition_postpones_its_emptying_and_loses_n
     assert_eq!(stored_rows(&db).await.1, 0);
     assert_eq!(log_rows(&db).await, 0);
 }
+
+#[tokio::test]
+async fn a_change_committed_between_the_comparison_and_the_reread_hides_no_drift() {
+    let db = TestDb::migrated().await;
+    let orgs = tracked(&db, 2).await;
+    let (org, user) = orgs[0];
+    // A doubled increment: the counter is 3 ahead of its calls.
+    db.exec(&format!("SELECT public.increment_used_minutes('{org}', 3)"))
+        .await;
+    // The pass is held between its comparison of the log and its exact re-read of the
+    // candidates; meanwhile the app commits a 3-minute call, its increment still to come. Read
+    // after that commit, the counter (13) would equal the calls (13): "in sync", while the
+    // log's next rows (the call, then its increment) agree with each other and would never
+    // make the organization a candidate again. Read in the comparison's snapshot, it is 3
+    // ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let fault = format!("pause:compared:{}", dir.path().display());
+    let app = async {
+        let paused = dir.path().join("paused");
+        for _ in 0..1500 {
+            if paused.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(paused.exists(), "the pass never reached the pause");
+        db.call(user, Some(org), "completed", Some(3), 0).await;
+        std::fs::write(dir.path().join("resume"), "").unwrap();
+    };
+    let env = [("SYNQALL_RECONCILER_TEST_FAULT", fault.as_str())];
+    let (out, ()) = tokio::join!(db.run(INCREMENTAL, &env), app);
+    // Drift found (stored 13, expected 10), not repaired over the app's new call: the
+    // confirmation under the row lock sees it (lost race; exit 2, drift left).
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert_eq!(out.grep("action=lost_race").len(), 1, "{}", out.stderr);
+    assert_eq!(db.used_minutes(org).await, Some(13), "{}", out.stderr);
+    // The app's increment lands: the counter is 3 ahead again, and the next pass repairs it.
+    db.exec(&format!("SELECT public.increment_used_minutes('{org}', 3)"))
+        .await;
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(db.used_minutes(org).await, Some(13), "{}", out.stderr);
+    assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
+}

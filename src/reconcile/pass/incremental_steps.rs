@@ -77,21 +77,18 @@ impl Pass<'_> {
         let started = Instant::now();
         // The consumption writes: a lost lock connection is said as such, not only as a fence.
         self.lock.ensure_held().await?;
-        let found = tracking::compare_and_consume(
-            client,
-            queries,
-            period_start,
-            fence,
-            self.options.dry_run,
-        )
-        .await?;
-        self.report.log_rows_folded = found.folded;
-        self.insurance = found.insurance;
+        let consuming = tracking::Consuming::begin(client, self.options.dry_run).await?;
+        let found = consuming.compare(queries, period_start).await?;
+        crate::fault::pause("compared").await;
         let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
         self.report.candidates = candidates.len() as u64;
         let (mut scan, changes) = self
-            .reread(client, queries, &candidates, period_start)
+            .reread(consuming.reader(), queries, &candidates, period_start)
             .await?;
+        let (consumed, drain) = consuming.commit(&found, fence).await?;
+        tracking::switch(client, drain).await?;
+        self.report.log_rows_folded = consumed.folded;
+        self.insurance = consumed.insurance;
         let mut budget = self.budget("ledger mismatch");
         let (appeared, resolved) = self
             .apply_mismatches(&***client, &changes, &mut budget)
@@ -112,7 +109,7 @@ impl Pass<'_> {
     /// their ledger-mismatch changes: what the log (or a replica) says is only a reason to look.
     pub(super) async fn reread(
         &self,
-        client: &Client,
+        client: &impl tokio_postgres::GenericClient,
         queries: &PassQueries,
         candidates: &[Uuid],
         period_start: Option<DateTime<Utc>>,
@@ -125,7 +122,7 @@ impl Pass<'_> {
             known_statuses: &self.settings.usage.known_statuses,
             orgs: Some(candidates),
         };
-        scan::collect(&***client, queries, &args).await
+        scan::collect(client, queries, &args).await
     }
 
     /// After the repairs: the drift the pass left (settling, lost races, failures) gets a

@@ -103,7 +103,7 @@ impl Pass<'_> {
                     // The replica's mismatch changes are applied already; the primary's exact
                     // re-read decides drift only.
                     let (exact, _changes) = self
-                        .reread(client, queries, &candidates, period_start)
+                        .reread(&***client, queries, &candidates, period_start)
                         .await?;
                     return Ok(UsageScan {
                         disagreeing: exact.disagreeing,

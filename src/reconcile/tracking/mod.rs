@@ -5,7 +5,7 @@
 //! counter deltas, or a marker ("look at it"). After every pass each organization is in sync
 //! or marked; so an organization whose counter moved exactly as its ledgers did is still in
 //! sync, and only the others are candidates, re-read exactly from the ledgers before anything
-//! is settled or repaired ([`compare_and_consume`]). The log is consumed in the comparison's
+//! is settled or repaired ([`Consuming`], in the same snapshot). The log is consumed in the comparison's
 //! own snapshot ([`consume`]): the rows that snapshot saw are consumed, those of transactions
 //! still in flight stay for the next pass; no lock the application's writes wait on.
 //!
@@ -15,6 +15,8 @@
 //! first sweep marks the tracking usable ([`mark_initialized`]).
 
 mod consume;
+
+pub use consume::Drain;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, IsolationLevel};
@@ -183,65 +185,115 @@ pub async fn mark_initialized(
 pub struct DirtyScan {
     /// Candidates (in `disagreeing`, to be re-read exactly), and the log's size.
     pub scan: UsageScan,
-    /// Log rows consumed (0 in a dry run).
+}
+
+/// What committing an incremental consumption leaves the pass.
+#[derive(Debug, Clone, Default)]
+pub struct Consumed {
+    /// Log rows consumed (0 in a dry run, or when a TRUNCATE marker left the log as it is).
     pub folded: i64,
     /// The markers that keep the candidates in the log until the pass settled them.
     pub insurance: Vec<String>,
 }
 
-/// The incremental comparison, then (unless `dry_run`) the consumption of exactly the log rows
-/// it read, in one REPEATABLE READ transaction ([`consume`]'s): the rows its snapshot saw are
-/// consumed, those of transactions still in flight stay for the next pass. Candidates get
-/// insurance markers, so a pass that stops before settling them leaves them for the next one.
-///
-/// # Errors
-/// A statement failed, or the lock was lost.
-pub async fn compare_and_consume(
-    client: &mut Client,
-    queries: &PassQueries,
-    period_start: Option<DateTime<Utc>>,
-    fence: Fence,
-    dry_run: bool,
-) -> Result<DirtyScan, DbError> {
-    if dry_run {
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .context("begin the incremental comparison")?;
-        let found = compare_dirty(&tx, queries, period_start).await?;
-        tx.commit()
-            .await
-            .context("commit the incremental comparison")?;
-        return Ok(found);
-    }
-    let (tx, drain) = consume::begin(client).await?;
-    let mut found = compare_dirty(&tx, queries, period_start).await?;
-    // A TRUNCATE marker makes the pass a sweep: the log stays as it is for it.
-    if found.scan.unknown_organizations {
-        return Ok(found);
-    }
-    found.folded = found.scan.log_rows;
-    let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
-    found.insurance = mark(&*tx, &candidates, fence).await?;
-    consume::commit(tx, drain, fence).await?;
-    consume::switch(&***client, drain).await?;
-    Ok(found)
+/// The incremental comparison and the consumption of exactly the log rows it read, in one
+/// REPEATABLE READ transaction ([`consume`]'s; read-only in a dry run): the rows its snapshot
+/// saw are consumed, those of transactions still in flight stay for the next pass. The
+/// candidates are re-read in the same snapshot ([`Consuming::reader`]), so "in sync" means in
+/// sync at the very point the consumed rows end: a change that commits between the two reads
+/// is neither counted twice nor hides a drift. Candidates get insurance markers, so a pass
+/// that stops before settling them leaves them for the next one.
+pub struct Consuming<'a> {
+    tx: deadpool_postgres::Transaction<'a>,
+    /// None in a dry run: nothing is consumed.
+    drain: Option<consume::Drain>,
 }
 
-/// The comparison from the pending log rows (the transaction's first query: its snapshot).
-async fn compare_dirty(
-    tx: &tokio_postgres::Transaction<'_>,
-    queries: &PassQueries,
-    period_start: Option<DateTime<Utc>>,
-) -> Result<DirtyScan, DbError> {
-    let mut found = DirtyScan::default();
-    let mut rows = ScanStream::start(tx, &queries.compare_dirty, &[&period_start]).await?;
-    let mut none = Vec::new();
-    while let Some(row) = rows.next().await {
-        found.scan.absorb(row?, &mut none);
+impl<'a> Consuming<'a> {
+    /// # Errors
+    /// A statement failed.
+    pub async fn begin(client: &'a mut Client, dry_run: bool) -> Result<Self, DbError> {
+        if dry_run {
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .context("begin the incremental comparison")?;
+            return Ok(Self { tx, drain: None });
+        }
+        let (tx, drain) = consume::begin(client).await?;
+        Ok(Self {
+            tx,
+            drain: Some(drain),
+        })
     }
-    Ok(found)
+
+    /// The comparison from the pending log rows; the transaction's first query (its snapshot).
+    ///
+    /// # Errors
+    /// The query failed.
+    pub async fn compare(
+        &self,
+        queries: &PassQueries,
+        period_start: Option<DateTime<Utc>>,
+    ) -> Result<DirtyScan, DbError> {
+        let mut found = DirtyScan::default();
+        let mut rows =
+            ScanStream::start(&*self.tx, &queries.compare_dirty, &[&period_start]).await?;
+        let mut none = Vec::new();
+        while let Some(row) = rows.next().await {
+            found.scan.absorb(row?, &mut none);
+        }
+        Ok(found)
+    }
+
+    /// The transaction, for reads in the comparison's snapshot.
+    pub fn reader(&self) -> &tokio_postgres::Transaction<'a> {
+        &self.tx
+    }
+
+    /// Consume (fenced) and commit; then the caller [`switch`]es with the returned drain. A
+    /// TRUNCATE marker in the log leaves it as it is (the next pass sweeps).
+    ///
+    /// # Errors
+    /// A statement failed, or the lock was lost.
+    pub async fn commit(
+        self,
+        found: &DirtyScan,
+        fence: Fence,
+    ) -> Result<(Consumed, Option<Drain>), DbError> {
+        let Some(drain) = self.drain else {
+            self.tx
+                .commit()
+                .await
+                .context("commit the incremental comparison")?;
+            return Ok((Consumed::default(), None));
+        };
+        if found.scan.unknown_organizations {
+            return Ok((Consumed::default(), None));
+        }
+        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
+        let insurance = mark(&*self.tx, &candidates, fence).await?;
+        consume::commit(self.tx, drain, fence).await?;
+        Ok((
+            Consumed {
+                folded: found.scan.log_rows,
+                insurance,
+            },
+            Some(drain),
+        ))
+    }
+}
+
+/// After a consuming commit: the emptied partition becomes the active one.
+///
+/// # Errors
+/// The statement failed.
+pub async fn switch(client: &Client, drain: Option<Drain>) -> Result<(), DbError> {
+    match drain {
+        Some(drain) => consume::switch(&***client, drain).await,
+        None => Ok(()),
+    }
 }
