@@ -124,6 +124,16 @@ async fn fractional_zero_and_out_of_range_numbers_are_refused_naming_the_key() {
             "0",
             "alert.max_critical_lines_per_pass",
         ),
+        (
+            "SYNQALL_RECONCILER__DATABASE__SWEEP_WORK_MEM_MB",
+            "0",
+            "database.sweep_work_mem_mb",
+        ),
+        (
+            "SYNQALL_RECONCILER__DATABASE__SWEEP_WORK_MEM_MB",
+            "4096",
+            "database.sweep_work_mem_mb",
+        ),
     ] {
         let out = once(&[(variable, value)]).await;
         assert_refused(&out, &[key]);

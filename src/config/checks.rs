@@ -57,6 +57,10 @@ fn positive_numbers(settings: &Settings) -> Result<(), ConfigError> {
         ),
         ("database.pool_size", settings.database.pool_size as u64),
         (
+            "database.sweep_work_mem_mb",
+            settings.database.sweep_work_mem_mb,
+        ),
+        (
             "database.repair_idle_timeout_seconds",
             settings.database.repair_idle_timeout_seconds,
         ),
@@ -97,6 +101,12 @@ fn positive_numbers(settings: &Settings) -> Result<(), ConfigError> {
 
 /// Ceilings that keep one setting from hurting the app (row locks held, connections taken).
 fn upper_bounds(settings: &Settings) -> Result<(), ConfigError> {
+    if settings.database.sweep_work_mem_mb > 2048 {
+        return Err(ConfigError::key(
+            "database.sweep_work_mem_mb",
+            "must be at most 2048 (each of up to 3 processes may use twice this)",
+        ));
+    }
     if settings.usage.settle_seconds > 3600 {
         return Err(ConfigError::key(
             "usage.settle_seconds",

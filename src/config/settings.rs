@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     /// How long a sweep waits for the replica to replay its start before reading the primary.
     #[serde(deserialize_with = "numbers::whole_u64")]
     pub replica_catch_up_seconds: u64,
+    /// `work_mem` of the sweep's read when it reads the tables (hash aggregates per
+    /// organization): below what 100k organizations need, they spill to disk.
+    #[serde(deserialize_with = "numbers::whole_u64")]
+    pub sweep_work_mem_mb: u64,
     pub ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "numbers::whole_u64")]
     pub statement_timeout_seconds: u64,

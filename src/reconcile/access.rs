@@ -89,13 +89,17 @@ impl SweepRead {
         }
     }
 
-    /// The statements that open the sweep's read-only transaction.
-    pub fn begin(&self) -> &'static str {
+    /// The statements that open the sweep's read-only transaction. Through the indexes the
+    /// aggregates are sorted (no memory to speak of); over the tables they are hash tables
+    /// of every organization, given `work_mem_mb` (database.sweep_work_mem_mb) so they do not
+    /// spill to disk at a server's small default.
+    pub fn begin(&self, work_mem_mb: u64) -> String {
         match self {
             Self::Indexes => {
                 "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashagg = off"
+                    .to_string()
             }
-            Self::Tables(_) => "BEGIN READ ONLY",
+            Self::Tables(_) => format!("BEGIN READ ONLY; SET LOCAL work_mem = '{work_mem_mb}MB'"),
         }
     }
 
@@ -147,5 +151,14 @@ mod tests {
             )
         );
         assert!(matches!(SweepRead::choose(&[]), SweepRead::Tables(_)));
+    }
+
+    #[test]
+    fn the_tables_read_gets_its_work_mem_and_the_index_read_sorts() {
+        let tables = SweepRead::Tables("why".into()).begin(64);
+        assert_eq!(tables, "BEGIN READ ONLY; SET LOCAL work_mem = '64MB'");
+        let indexes = SweepRead::Indexes.begin(64);
+        assert!(indexes.contains("enable_hashagg = off"), "{indexes}");
+        assert!(!indexes.contains("work_mem"), "{indexes}");
     }
 }

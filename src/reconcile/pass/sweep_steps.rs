@@ -144,8 +144,9 @@ impl Pass<'_> {
             ),
         }
         self.report.sweep_read = Some(read.as_str());
+        let begin = read.begin(self.settings.database.sweep_work_mem_mb);
         source
-            .batch_execute(read.begin())
+            .batch_execute(&begin)
             .await
             .context("begin the sweep's read")
             .map_err(ScanFailure::Read)?;
