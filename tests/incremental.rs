@@ -357,16 +357,9 @@ async fn a_change_still_in_flight_is_neither_lost_nor_waited_for() {
     let orgs = tracked(&db, 2).await;
     let (busy, user) = orgs[0];
     let (other, other_user) = orgs[1];
-    // The app, mid-transaction: a completed call inserted (its increment lost), not committed.
-    // Its trigger's log row holds the log's lock: the pass cannot empty the log with TRUNCATE.
-    let app = common::connect(&db.url).await;
-    app.batch_execute(&format!(
-        "BEGIN;
-         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
-           VALUES ('{user}', '{busy}', 'completed', 4);"
-    ))
-    .await
-    .unwrap();
+    // The app, mid-transaction: a completed call inserted (its increment lost), not committed:
+    // its log row is not in the pass's snapshot.
+    let app = call_in_flight(&db, user, busy, 4).await;
     db.call(other_user, Some(other), "completed", Some(2), 0)
         .await;
     let started = std::time::Instant::now();
@@ -457,6 +450,25 @@ async fn an_increment_after_a_bulk_update_in_the_same_session_stays_fast() {
     );
 }
 
+/// The app mid-transaction: a completed call inserted (its increment lost), not committed;
+/// `COMMIT` on the returned connection ends it.
+async fn call_in_flight(
+    db: &TestDb,
+    user: Uuid,
+    org: Uuid,
+    minutes: i32,
+) -> tokio_postgres::Client {
+    let app = common::connect(&db.url).await;
+    app.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
+           VALUES ('{user}', '{org}', 'completed', {minutes});"
+    ))
+    .await
+    .unwrap();
+    app
+}
+
 /// Rows in each partition of the log: (reconciler.changes_0, reconciler.changes_1).
 async fn stored_rows(db: &TestDb) -> (i64, i64) {
     (
@@ -526,14 +538,7 @@ async fn a_writer_still_in_the_idle_partition_postpones_its_emptying_and_loses_n
     let (busy, user) = orgs[0];
     // The app, mid-transaction: a completed call logged in the active partition (1), its
     // increment lost, not committed.
-    let app = common::connect(&db.url).await;
-    app.batch_execute(&format!(
-        "BEGIN;
-         INSERT INTO public.calls (user_id, organization_id, status, duration_minutes)
-           VALUES ('{user}', '{busy}', 'completed', 4);"
-    ))
-    .await
-    .unwrap();
+    let app = call_in_flight(&db, user, busy, 4).await;
     // The first pass empties partition 0 and makes it the active one.
     let out = db.run(INCREMENTAL, &[]).await;
     assert_eq!(out.code(), 0, "{}", out.stderr);
