@@ -469,6 +469,33 @@ async fn call_in_flight(
     app
 }
 
+/// Run the binary with `args`, held at pause point `point` (src/fault.rs) while `meanwhile`
+/// runs, then let go.
+async fn run_paused(
+    db: &TestDb,
+    args: &[&str],
+    point: &str,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> common::Run {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = format!("pause:{point}:{}", dir.path().display());
+    let app = async {
+        let paused = dir.path().join("paused");
+        for _ in 0..1500 {
+            if paused.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(paused.exists(), "the pass never reached the pause {point}");
+        meanwhile.await;
+        std::fs::write(dir.path().join("resume"), "").unwrap();
+    };
+    let env = [("SYNQALL_RECONCILER_TEST_FAULT", fault.as_str())];
+    let (out, ()) = tokio::join!(db.run(args, &env), app);
+    out
+}
+
 /// Rows in each partition of the log: (reconciler.changes_0, reconciler.changes_1).
 async fn stored_rows(db: &TestDb) -> (i64, i64) {
     (
@@ -582,22 +609,10 @@ async fn a_change_committed_between_the_comparison_and_the_reread_hides_no_drift
     // log's next rows (the call, then its increment) agree with each other and would never
     // make the organization a candidate again. Read in the comparison's snapshot, it is 3
     // ahead.
-    let dir = tempfile::tempdir().unwrap();
-    let fault = format!("pause:compared:{}", dir.path().display());
-    let app = async {
-        let paused = dir.path().join("paused");
-        for _ in 0..1500 {
-            if paused.exists() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(paused.exists(), "the pass never reached the pause");
+    let out = run_paused(&db, INCREMENTAL, "compared", async {
         db.call(user, Some(org), "completed", Some(3), 0).await;
-        std::fs::write(dir.path().join("resume"), "").unwrap();
-    };
-    let env = [("SYNQALL_RECONCILER_TEST_FAULT", fault.as_str())];
-    let (out, ()) = tokio::join!(db.run(INCREMENTAL, &env), app);
+    })
+    .await;
     // Drift found (stored 13, expected 10), not repaired over the app's new call: the
     // confirmation under the row lock sees it (lost race; exit 2, drift left).
     assert_eq!(out.code(), 2, "{}", out.stderr);
@@ -610,4 +625,32 @@ async fn a_change_committed_between_the_comparison_and_the_reread_hides_no_drift
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(db.used_minutes(org).await, Some(13), "{}", out.stderr);
     assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_sweep_consumes_exactly_what_its_comparison_saw() {
+    let db = TestDb::migrated().await;
+    let orgs = tracked(&db, 2).await;
+    let (org, user) = orgs[0];
+    // A doubled increment (the counter 3 ahead), then a sweep; just before it compares, the
+    // app commits a 3-minute call, its increment still to come. The sweep sees the counter
+    // equal to the calls (13): in sync, at that moment. Had it consumed the log before its
+    // comparison, the call's row would stay pending with the increment's after it, the two
+    // agreeing, and no incremental pass would look at the organization again.
+    db.exec(&format!("SELECT public.increment_used_minutes('{org}', 3)"))
+        .await;
+    let out = run_paused(&db, &["--reconcile-now"], "sweep", async {
+        db.call(user, Some(org), "completed", Some(3), 0).await;
+    })
+    .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(db.used_minutes(org).await, Some(13));
+    // The call's row was seen by the comparison, so consumed: only the increment is pending.
+    db.exec(&format!("SELECT public.increment_used_minutes('{org}', 3)"))
+        .await;
+    assert_eq!(log_rows(&db).await, 1);
+    let out = db.run(INCREMENTAL, &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(summary_field(&out, "repaired"), "1", "{}", out.stderr);
+    assert_eq!(db.used_minutes(org).await, Some(13));
 }

@@ -89,17 +89,22 @@ impl SweepRead {
         }
     }
 
-    /// The statements that open the sweep's read-only transaction. Through the indexes the
+    /// The statements that open the sweep's read-only transaction (REPEATABLE READ: the
+    /// snapshot the pass records as consumed is the one the comparison read). Through the indexes the
     /// aggregates are sorted (no memory to speak of); over the tables they are hash tables
     /// of every organization, given `work_mem_mb` (database.sweep_work_mem_mb) so they do not
     /// spill to disk at a server's small default.
     pub fn begin(&self, work_mem_mb: u64) -> String {
         match self {
             Self::Indexes => {
-                "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashagg = off"
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL enable_seqscan = off; \
+                 SET LOCAL enable_hashagg = off"
                     .to_string()
             }
-            Self::Tables(_) => format!("BEGIN READ ONLY; SET LOCAL work_mem = '{work_mem_mb}MB'"),
+            Self::Tables(_) => format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET LOCAL work_mem = '{work_mem_mb}MB'"
+            ),
         }
     }
 
@@ -156,7 +161,8 @@ mod tests {
     #[test]
     fn the_tables_read_gets_its_work_mem_and_the_index_read_sorts() {
         let tables = SweepRead::Tables("why".into()).begin(64);
-        assert_eq!(tables, "BEGIN READ ONLY; SET LOCAL work_mem = '64MB'");
+        assert!(tables.ends_with("SET LOCAL work_mem = '64MB'"), "{tables}");
+        assert!(tables.contains("REPEATABLE READ READ ONLY"), "{tables}");
         let indexes = SweepRead::Indexes.begin(64);
         assert!(indexes.contains("enable_hashagg = off"), "{indexes}");
         assert!(!indexes.contains("work_mem"), "{indexes}");

@@ -137,6 +137,12 @@ pub struct UsageScan {
     /// at all) with how many calls have each. Such calls are not counted.
     pub unknown_status_calls: i64,
     pub unknown_statuses: Vec<(Option<String>, i64)>,
+    /// A sweep: the snapshot its comparison read (`pg_current_snapshot()`), recorded as the
+    /// change log's consumed snapshot once it is done; and whether its candidates were judged
+    /// in a later snapshot (re-read on the primary after a replica's comparison), so their
+    /// markers stay for the next incremental pass.
+    pub read_snapshot: Option<String>,
+    pub candidates_judged_later: bool,
 }
 
 /// First instant of the billing period, `None` for all time.

@@ -48,13 +48,9 @@ impl Pass<'_> {
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, DbError> {
         let fence = self.lock.fence();
-        if !self.options.dry_run {
-            self.lock.ensure_held().await?;
-            self.report.log_rows_folded = tracking::consume(client, fence).await?;
-        }
-        // The TRUNCATE markers this sweep covers: those visible before it compares (read after
-        // the consumption, which may carry them to the other partition).
+        // The TRUNCATE markers this sweep covers: those visible before it compares.
         let unknown = tracking::unknown_markers(&***client).await?;
+        crate::fault::pause("sweep").await;
         let scan = self
             .compare(db, client, queries, tracking, period_start)
             .await?;
@@ -64,6 +60,17 @@ impl Pass<'_> {
         self.report.billed_minutes = Some(scan.billed_minutes);
         if !self.options.dry_run {
             self.lock.ensure_held().await?;
+            // The log rows the comparison's snapshot saw are consumed: every organization was
+            // judged in that snapshot (its drift, with insurance markers until settled).
+            let drifted: Vec<Uuid> = scan.disagreeing.iter().map(|o| o.org_id).collect();
+            let snapshot = scan.read_snapshot.as_deref().unwrap_or_default();
+            let consumed = tracking::consume_seen(client, snapshot, &drifted, fence).await?;
+            self.report.log_rows_folded = consumed.folded;
+            // Judged later on the primary (after a replica's comparison): their markers stay,
+            // and the next incremental pass judges them in its own snapshot.
+            if !scan.candidates_judged_later {
+                self.insurance = consumed.insurance;
+            }
             self.keep_tracking_honest(client, tracking).await?;
             tracking::clear_unknown(&***client, &unknown, fence).await?;
         }
@@ -107,6 +114,7 @@ impl Pass<'_> {
                         .await?;
                     return Ok(UsageScan {
                         disagreeing: exact.disagreeing,
+                        candidates_judged_later: true,
                         ..found
                     });
                 }
@@ -150,9 +158,22 @@ impl Pass<'_> {
             .await
             .context("begin the sweep's read")
             .map_err(ScanFailure::Read)?;
-        let found = self
-            .stream_comparison(db, source, queries, period_start)
-            .await;
+        let found = match source
+            .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+            .await
+        {
+            Ok(row) => self
+                .stream_comparison(db, source, queries, period_start)
+                .await
+                .map(|scan| UsageScan {
+                    read_snapshot: Some(row.get(0)),
+                    ..scan
+                }),
+            Err(e) => Err(ScanFailure::Read(DbError::Query {
+                what: "read the sweep's snapshot",
+                source: e,
+            })),
+        };
         // The transaction only read: a failed end fails the read (the connection is gone).
         let end = if found.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = source

@@ -7,8 +7,11 @@
 //! triggers write to the active partition, so the other one only receives rows from writers
 //! that read the switch before it moved. Its ACCESS EXCLUSIVE lock, taken NOWAIT *before* the
 //! snapshot, proves none of them is still in flight: every row in it is then visible to the
-//! snapshot, so consumed, and TRUNCATE removes them all (its TRUNCATE markers carried over to
-//! the active partition first). After the commit that partition becomes the active one.
+//! snapshot, so consumed, and TRUNCATE removes them all. After the commit that partition
+//! becomes the active one. A sweep records the snapshot its comparison read (perhaps on a
+//! replica), earlier than its consuming transaction: there the partition is emptied only when
+//! a check under its lock finds no row the snapshot did not see, and no TRUNCATE marker
+//! (which the sweep removes itself once it covered them).
 //!
 //! Why not DELETE: two buffer accesses per row, WAL and dead tuples for each (at 1% of 100k
 //! organizations active, nine tenths of an incremental pass's buffers). Why not TRUNCATE the
@@ -27,8 +30,8 @@ use crate::db::{DbError, QueryContext};
 const ACTIVE: &str = "SELECT last_value::int2 FROM reconciler.change_generation";
 const SWITCH: &str = "SELECT pg_catalog.setval('reconciler.change_generation', $1::int2, true)";
 const RECORD: &str = include_str!("sql/record_consumed.sql");
-const COUNT_PENDING: &str = include_str!("sql/count_pending.sql");
-const CARRY_MARKERS: &str = include_str!("sql/carry_markers.sql");
+const COUNT_SEEN: &str = include_str!("sql/count_seen.sql");
+const IDLE_DONE: &str = include_str!("sql/idle_partition_done.sql");
 
 /// The partition a consuming transaction may empty, and whether it holds its lock.
 #[derive(Debug, Clone, Copy)]
@@ -106,45 +109,97 @@ async fn lock_at_once(tx: &mut Transaction<'_>, idle: i16) -> Result<bool, DbErr
     }
 }
 
-/// The pending rows naming an organization, in this transaction's snapshot (taken by this
-/// query when it is the first): what a sweep's consumption takes.
-///
-/// # Errors
-/// The query failed.
-pub async fn count_pending(tx: &Transaction<'_>) -> Result<i64, DbError> {
-    Ok(tx
-        .query_one(COUNT_PENDING, &[])
-        .await
-        .context("count the pending rows of reconciler.changes")?
-        .get("pending"))
-}
-
-/// Record the snapshot as consumed (fenced) and, when the idle partition is locked, carry its
-/// TRUNCATE markers over and empty it; then commit. Call [`switch`] after.
+/// Record the transaction's own snapshot as consumed (fenced) and, when the idle partition is
+/// locked, empty it (its lock was taken before the snapshot, and the comparison saw no
+/// TRUNCATE marker: every row in it is consumed); then commit. Call [`switch`] after.
 ///
 /// # Errors
 /// A statement failed, or the lock was lost ([`DbError::Fenced`]): nothing is consumed.
 pub async fn commit(tx: Transaction<'_>, drain: Drain, fence: Fence) -> Result<(), DbError> {
-    let held = tx
-        .query_opt(RECORD, &[&fence.key, &fence.pid])
-        .await
-        .context("record the consumed snapshot of reconciler.changes")?
-        .is_some();
-    if !held {
-        return Err(DbError::Fenced);
-    }
+    record(&tx, None, fence).await?;
     if drain.locked {
-        let table = drain.table();
-        tx.execute(&CARRY_MARKERS.replace("{partition}", &table), &[])
-            .await
-            .context("carry the TRUNCATE markers over to the active log partition")?;
-        tx.batch_execute(&format!("TRUNCATE {table}"))
-            .await
-            .context("empty the consumed partition of reconciler.changes")?;
+        empty(&tx, drain).await?;
     }
     tx.commit()
         .await
         .context("commit consuming reconciler.changes")
+}
+
+/// A sweep's consumption, after its comparison read `snapshot` (on this server or a replica
+/// of it): in one READ COMMITTED transaction, count the rows it consumes, record it, mark
+/// `drifted` (insurance until the pass settles them) and, when the idle partition's lock is
+/// free at once and none of its rows is pending or a TRUNCATE marker (checked under the lock,
+/// in a statement snapshot taken after it), empty it. Returns the rows consumed, the markers
+/// and the drain to [`switch`].
+///
+/// # Errors
+/// A statement failed, or the lock was lost ([`DbError::Fenced`]): nothing is consumed.
+pub async fn commit_seen(
+    client: &mut deadpool_postgres::Object,
+    snapshot: &str,
+    drifted: &[uuid::Uuid],
+    fence: Fence,
+) -> Result<(super::Consumed, Option<Drain>), DbError> {
+    let active: i16 = client
+        .query_one(ACTIVE, &[])
+        .await
+        .context("read which partition of reconciler.changes is active")?
+        .get(0);
+    let idle = 1 - active;
+    let mut tx = client
+        .transaction()
+        .await
+        .context("begin consuming reconciler.changes")?;
+    let locked = lock_at_once(&mut tx, idle).await?;
+    let folded: i64 = tx
+        .query_one(COUNT_SEEN, &[&snapshot])
+        .await
+        .context("count the log rows the sweep's snapshot saw")?
+        .get(0);
+    record(&tx, Some(snapshot), fence).await?;
+    let insurance = super::mark(&*tx, drifted, fence).await?;
+    let drain = Drain { idle, locked };
+    let emptied = if locked {
+        let sql = IDLE_DONE.replace("{partition}", &drain.table());
+        let done: bool = tx
+            .query_one(&sql, &[&snapshot])
+            .await
+            .context("check that the idle log partition holds nothing pending")?
+            .get(0);
+        if done {
+            empty(&tx, drain).await?;
+        }
+        done
+    } else {
+        false
+    };
+    tx.commit()
+        .await
+        .context("commit consuming reconciler.changes")?;
+    Ok((
+        super::Consumed { folded, insurance },
+        emptied.then_some(drain),
+    ))
+}
+
+/// The consumed snapshot becomes `snapshot`, or the transaction's own (fenced).
+async fn record(tx: &Transaction<'_>, snapshot: Option<&str>, fence: Fence) -> Result<(), DbError> {
+    let held = tx
+        .query_opt(RECORD, &[&fence.key, &fence.pid, &snapshot])
+        .await
+        .context("record the consumed snapshot of reconciler.changes")?
+        .is_some();
+    if held {
+        Ok(())
+    } else {
+        Err(DbError::Fenced)
+    }
+}
+
+async fn empty(tx: &Transaction<'_>, drain: Drain) -> Result<(), DbError> {
+    tx.batch_execute(&format!("TRUNCATE {}", drain.table()))
+        .await
+        .context("empty the consumed partition of reconciler.changes")
 }
 
 /// After the commit: the emptied partition becomes the active one, so the other one drains.

@@ -110,18 +110,22 @@ pub async fn clear_unknown(
     Ok(())
 }
 
-/// Consume the log before a sweep compares every organization (fenced): the rows this
-/// snapshot sees (TRUNCATE markers stay pending, for [`clear_unknown`]). Returns the rows
-/// consumed.
+/// After a sweep compared every organization in `snapshot`: the log rows that snapshot saw
+/// are consumed, and the sweep's drift gets insurance markers (fenced), in one transaction;
+/// then the idle partition is emptied when none of its rows is still pending
+/// ([`consume::commit_seen`]). Returns the rows consumed and the markers.
 ///
 /// # Errors
 /// A statement failed, or the lock was lost ([`DbError::Fenced`]).
-pub async fn consume(client: &mut Client, fence: Fence) -> Result<i64, DbError> {
-    let (tx, drain) = consume::begin(client).await?;
-    let taken = consume::count_pending(&tx).await?;
-    consume::commit(tx, drain, fence).await?;
-    consume::switch(&***client, drain).await?;
-    Ok(taken)
+pub async fn consume_seen(
+    client: &mut Client,
+    snapshot: &str,
+    drifted: &[Uuid],
+    fence: Fence,
+) -> Result<Consumed, DbError> {
+    let (consumed, drain) = consume::commit_seen(client, snapshot, drifted, fence).await?;
+    switch(client, drain).await?;
+    Ok(consumed)
 }
 
 /// A marker for each of `orgs`: the next incremental pass looks at them (fenced). Returns the
