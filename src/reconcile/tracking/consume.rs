@@ -17,12 +17,14 @@
 //! organizations active, nine tenths of an incremental pass's buffers). Why not TRUNCATE the
 //! one table: its lock would stop the app's inserts until the commit (15–200 ms measured).
 //! A partition still locked by someone (a long app transaction, a `doctor` reading the log)
-//! is only emptied by a later pass.
+//! is only emptied by a later pass. The markers a consuming transaction writes ([`mark`]: "look
+//! at it next pass") are written here too, so they commit with the consumption.
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{GenericClient, IsolationLevel};
 use tracing::info;
+use uuid::Uuid;
 
 use crate::db::lock::Fence;
 use crate::db::{DbError, QueryContext};
@@ -30,6 +32,7 @@ use crate::db::{DbError, QueryContext};
 const ACTIVE: &str = "SELECT last_value::int2 FROM reconciler.change_generation";
 const SWITCH: &str = "SELECT pg_catalog.setval('reconciler.change_generation', $1::int2, true)";
 const RECORD: &str = include_str!("sql/record_consumed.sql");
+const MARK: &str = include_str!("sql/mark_changes.sql");
 const COUNT_SEEN: &str = include_str!("sql/count_seen.sql");
 const IDLE_DONE: &str = include_str!("sql/idle_partition_done.sql");
 
@@ -57,12 +60,7 @@ impl Drain {
 pub async fn begin(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(Transaction<'_>, Drain), DbError> {
-    let active: i16 = client
-        .query_one(ACTIVE, &[])
-        .await
-        .context("read which partition of reconciler.changes is active")?
-        .get(0);
-    let idle = 1 - active;
+    let idle = idle_partition(client).await?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -71,6 +69,16 @@ pub async fn begin(
         .context("begin consuming reconciler.changes")?;
     let locked = lock_at_once(&mut tx, idle).await?;
     Ok((tx, Drain { idle, locked }))
+}
+
+/// The partition the triggers do not write to.
+async fn idle_partition(client: &deadpool_postgres::Object) -> Result<i16, DbError> {
+    let active: i16 = client
+        .query_one(ACTIVE, &[])
+        .await
+        .context("read which partition of reconciler.changes is active")?
+        .get(0);
+    Ok(1 - active)
 }
 
 /// LOCK … NOWAIT inside a savepoint: a lock that is not free leaves the transaction usable.
@@ -137,15 +145,10 @@ pub async fn commit(tx: Transaction<'_>, drain: Drain, fence: Fence) -> Result<(
 pub async fn commit_seen(
     client: &mut deadpool_postgres::Object,
     snapshot: &str,
-    drifted: &[uuid::Uuid],
+    drifted: &[Uuid],
     fence: Fence,
-) -> Result<(super::Consumed, Option<Drain>), DbError> {
-    let active: i16 = client
-        .query_one(ACTIVE, &[])
-        .await
-        .context("read which partition of reconciler.changes is active")?
-        .get(0);
-    let idle = 1 - active;
+) -> Result<(Consumed, Option<Drain>), DbError> {
+    let idle = idle_partition(client).await?;
     let mut tx = client
         .transaction()
         .await
@@ -157,7 +160,7 @@ pub async fn commit_seen(
         .context("count the log rows the sweep's snapshot saw")?
         .get(0);
     record(&tx, Some(snapshot), fence).await?;
-    let insurance = super::mark(&*tx, drifted, fence).await?;
+    let insurance = mark(&*tx, drifted, fence).await?;
     let drain = Drain { idle, locked };
     let emptied = if locked {
         let sql = IDLE_DONE.replace("{partition}", &drain.table());
@@ -176,10 +179,7 @@ pub async fn commit_seen(
     tx.commit()
         .await
         .context("commit consuming reconciler.changes")?;
-    Ok((
-        super::Consumed { folded, insurance },
-        emptied.then_some(drain),
-    ))
+    Ok((Consumed { folded, insurance }, emptied.then_some(drain)))
 }
 
 /// The consumed snapshot becomes `snapshot`, or the transaction's own (fenced).
@@ -207,10 +207,7 @@ async fn empty(tx: &Transaction<'_>, drain: Drain) -> Result<(), DbError> {
 ///
 /// # Errors
 /// The statement failed (the next pass empties the same partition again, harmlessly).
-pub async fn switch(
-    client: &impl tokio_postgres::GenericClient,
-    drain: Drain,
-) -> Result<(), DbError> {
+pub async fn switch(client: &impl GenericClient, drain: Drain) -> Result<(), DbError> {
     if !drain.locked {
         return Ok(());
     }
@@ -219,4 +216,33 @@ pub async fn switch(
         .await
         .context("switch the active partition of reconciler.changes")?;
     Ok(())
+}
+
+/// What committing a consumption leaves the pass.
+#[derive(Debug, Clone, Default)]
+pub struct Consumed {
+    /// Log rows consumed (0 in a dry run, or when a TRUNCATE marker left the log as it is).
+    pub folded: i64,
+    /// The markers that keep the candidates in the log until the pass settled them.
+    pub insurance: Vec<String>,
+}
+
+/// A marker for each of `orgs`: the next incremental pass looks at them (fenced). Returns the
+/// markers' row ids (partition and ctid).
+///
+/// # Errors
+/// The statement failed.
+pub async fn mark(
+    client: &impl GenericClient,
+    orgs: &[Uuid],
+    fence: Fence,
+) -> Result<Vec<String>, DbError> {
+    if orgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(MARK, &[&orgs, &fence.key, &fence.pid])
+        .await
+        .context("mark organizations for the next incremental pass")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

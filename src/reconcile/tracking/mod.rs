@@ -5,9 +5,10 @@
 //! counter deltas, or a marker ("look at it"). After every pass each organization is in sync
 //! or marked; so an organization whose counter moved exactly as its ledgers did is still in
 //! sync, and only the others are candidates, re-read exactly from the ledgers before anything
-//! is settled or repaired ([`Consuming`], in the same snapshot). The log is consumed in the comparison's
-//! own snapshot ([`consume`]): the rows that snapshot saw are consumed, those of transactions
-//! still in flight stay for the next pass; no lock the application's writes wait on.
+//! is settled or repaired ([`Consuming`], in the same snapshot). The log is consumed in the
+//! snapshot the organizations were judged in (an incremental pass's comparison, a sweep's:
+//! [`consume_seen`]): the rows that snapshot saw are consumed, those of transactions still in
+//! flight stay for the next pass; no lock the application's writes wait on.
 //!
 //! What the triggers cannot see (triggers disabled, a restore, a bulk load under
 //! `session_replication_role = replica`, an edit of the reconciler's own tables) the sweep
@@ -16,7 +17,7 @@
 
 mod consume;
 
-pub use consume::Drain;
+pub use consume::{mark, Consumed, Drain};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, IsolationLevel};
@@ -29,7 +30,6 @@ use crate::db::lock::Fence;
 use crate::db::{DbError, QueryContext};
 
 const STATE: &str = include_str!("sql/tracking_state.sql");
-const MARK: &str = include_str!("sql/mark_changes.sql");
 const MARK_INITIALIZED: &str = include_str!("sql/mark_initialized.sql");
 const UNKNOWN_MARKERS: &str = "SELECT tableoid::oid::text || '/' || ctid::text \
      FROM reconciler.changes WHERE organization_id IS NULL";
@@ -128,26 +128,6 @@ pub async fn consume_seen(
     Ok(consumed)
 }
 
-/// A marker for each of `orgs`: the next incremental pass looks at them (fenced). Returns the
-/// markers' row ids (partition and ctid).
-///
-/// # Errors
-/// The statement failed.
-pub async fn mark(
-    client: &impl GenericClient,
-    orgs: &[Uuid],
-    fence: Fence,
-) -> Result<Vec<String>, DbError> {
-    if orgs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(MARK, &[&orgs, &fence.key, &fence.pid])
-        .await
-        .context("mark organizations for the next incremental pass")?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// Take a pass's insurance markers out again, once its candidates were settled (those left
 /// drifted got markers of their own). Fenced.
 ///
@@ -189,15 +169,6 @@ pub async fn mark_initialized(
 pub struct DirtyScan {
     /// Candidates (in `disagreeing`, to be re-read exactly), and the log's size.
     pub scan: UsageScan,
-}
-
-/// What committing an incremental consumption leaves the pass.
-#[derive(Debug, Clone, Default)]
-pub struct Consumed {
-    /// Log rows consumed (0 in a dry run, or when a TRUNCATE marker left the log as it is).
-    pub folded: i64,
-    /// The markers that keep the candidates in the log until the pass settled them.
-    pub insurance: Vec<String>,
 }
 
 /// The incremental comparison and the consumption of exactly the log rows it read, in one
