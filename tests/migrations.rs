@@ -343,3 +343,81 @@ async fn a_migration_edited_after_it_was_applied_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn v10_keeps_the_log_rows_v8_had_not_consumed_and_the_app_writes_on() {
+    let db = TestDb::bare().await;
+    // A V9 install, as `migrate` left it before V10 (every migration is re-runnable, so the
+    // runner applies V1–V9 again over them, harmlessly, then V10). The runner creates the
+    // schema and its history table first (src/db/migrations.rs, BOOTSTRAP_SQL).
+    db.exec(
+        "CREATE SCHEMA IF NOT EXISTS reconciler;
+         CREATE TABLE IF NOT EXISTS reconciler.schema_migrations (
+           version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT pg_catalog.now());",
+    )
+    .await;
+    for sql in [
+        include_str!("../migrations/V1__usage_tracking_fix.sql"),
+        include_str!("../migrations/V2__reconciler_journal.sql"),
+        include_str!("../migrations/V3__reconciler_role.sql"),
+        include_str!("../migrations/V4__revert_and_periods.sql"),
+        include_str!("../migrations/V5__safety.sql"),
+        include_str!("../migrations/V6__lease.sql"),
+        include_str!("../migrations/V7__ledger_mismatches.sql"),
+        include_str!("../migrations/V8__incremental.sql"),
+        include_str!("../migrations/V9__trigger_plans.sql"),
+    ] {
+        if let Err(e) = db.client.batch_execute(sql).await {
+            panic!("{:?}", e.as_db_error().map(|d| d.message().to_string()));
+        }
+    }
+    let org = db.org("Upgraded", Some(0)).await;
+    let user = db.user().await;
+    db.call(user, Some(org), "completed", Some(7), 0).await;
+    let before: Vec<String> = db
+        .client
+        .query(
+            "SELECT format('%s %s', organization_id, calls_ceil) FROM reconciler.changes
+              WHERE calls_ceil <> 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(before, vec![format!("{org} 7")]);
+
+    let out = db.run(&["migrate"], &[]).await;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("applied V10__change_log_partitions"),
+        "{}",
+        out.stdout
+    );
+    let kind: String = db
+        .scalar("SELECT relkind::text FROM pg_class WHERE oid = 'reconciler.changes'::regclass")
+        .await;
+    assert_eq!(kind, "p", "the log is partitioned");
+    let pending: Vec<String> = db
+        .client
+        .query(
+            "SELECT format('%s %s', organization_id, calls_ceil) FROM reconciler.pending_changes
+              WHERE calls_ceil <> 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pending, before, "V8's unconsumed rows stay pending");
+    // The unchanged triggers write to the partitioned log.
+    db.call(user, Some(org), "completed", Some(2), 0).await;
+    let logged: i64 = db
+        .scalar("SELECT count(*) FROM reconciler.pending_changes WHERE calls_ceil = 2")
+        .await;
+    assert_eq!(logged, 1);
+    assert_hardened(&db).await;
+}
