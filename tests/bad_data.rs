@@ -208,16 +208,10 @@ async fn counters_of_any_integer_type_and_null_names_never_panic() {
             out.stderr
         );
         let counters: Vec<String> = db
-            .client
-            .query(
+            .column(
                 "SELECT o.used_minutes::text FROM public.organizations o ORDER BY o.used_minutes",
-                &[],
             )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .await;
         assert_eq!(counters, ["7", "25"], "{counter_type}");
     }
 }

@@ -203,18 +203,12 @@ async fn a_stalled_reconciler_an_exposed_journal_and_a_missing_index_are_reporte
     )
     .await;
     let indexes: Vec<String> = db
-        .client
-        .query(
+        .column(
             "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a
                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
              WHERE i.indrelid = 'public.calls'::regclass AND a.attname = 'organization_id'",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     for index in indexes {
         db.exec(&format!("DROP INDEX {index}")).await;
     }

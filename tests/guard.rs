@@ -55,16 +55,8 @@ async fn the_daemon_refuses_to_zero_every_counter_and_a_person_can_allow_it() {
     assert_eq!(db.row_versions().await, before, "nothing written");
     assert_eq!(billed(&db).await, 2000);
     let statuses: Vec<String> = db
-        .client
-        .query(
-            "SELECT status FROM reconciler.runs WHERE mode = 'daemon'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .column("SELECT status FROM reconciler.runs WHERE mode = 'daemon'")
+        .await;
     assert!(!statuses.is_empty());
     assert!(statuses.iter().all(|s| s == "refused"), "{statuses:?}");
     // Every drift still has its CRITICAL line, marked as held.

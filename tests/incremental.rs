@@ -109,16 +109,8 @@ async fn the_triggers_log_what_each_statement_changed_per_organization() {
     rows_sorted.sort();
     assert_eq!(rows_sorted, expected, "{rows:?}");
     let moved: Vec<Option<String>> = db
-        .client
-        .query(
-            "SELECT counter_delta::text FROM reconciler.changes ORDER BY counter_delta",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .column("SELECT counter_delta::text FROM reconciler.changes ORDER BY counter_delta")
+        .await;
     assert_eq!(
         moved,
         vec![
@@ -174,14 +166,7 @@ async fn an_incremental_pass_repairs_what_changed_and_looks_at_nothing_else() {
 
     // The repairs themselves moved counters, to values confirmed under the row lock: not
     // logged, so the next pass has nothing to look at.
-    let left: Vec<String> = db
-        .client
-        .query("SELECT format('%s %s %s', organization_id, counter_delta, calls_ceil) FROM reconciler.pending_changes", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = db.column("SELECT format('%s %s %s', organization_id, counter_delta, calls_ceil) FROM reconciler.pending_changes").await;
     assert_eq!(log_rows(&db).await, 0, "{left:?}");
     let out = db.run(INCREMENTAL, &[]).await;
     assert_eq!(summary_field(&out, "orgs_checked"), "0", "{}", out.stderr);

@@ -376,17 +376,11 @@ async fn v10_keeps_the_log_rows_v8_had_not_consumed_and_the_app_writes_on() {
     let user = db.user().await;
     db.call(user, Some(org), "completed", Some(7), 0).await;
     let before: Vec<String> = db
-        .client
-        .query(
+        .column(
             "SELECT format('%s %s', organization_id, calls_ceil) FROM reconciler.changes
               WHERE calls_ceil <> 0",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert_eq!(before, vec![format!("{org} 7")]);
 
     let out = db.run(&["migrate"], &[]).await;
@@ -401,17 +395,11 @@ async fn v10_keeps_the_log_rows_v8_had_not_consumed_and_the_app_writes_on() {
         .await;
     assert_eq!(kind, "p", "the log is partitioned");
     let pending: Vec<String> = db
-        .client
-        .query(
+        .column(
             "SELECT format('%s %s', organization_id, calls_ceil) FROM reconciler.pending_changes
               WHERE calls_ceil <> 0",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert_eq!(pending, before, "V8's unconsumed rows stay pending");
     // The unchanged triggers write to the partitioned log.
     db.call(user, Some(org), "completed", Some(2), 0).await;

@@ -90,6 +90,20 @@ impl TestDb {
             .get(0)
     }
 
+    /// The first column of every row `sql` returns.
+    pub async fn column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        self.client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// An organization with the given counter (None = NULL; requires used_minutes to exist).
     pub async fn org(&self, name: &str, used_minutes: Option<i32>) -> Uuid {
         self.client
