@@ -80,12 +80,12 @@ impl Pass<'_> {
         let consuming = tracking::Consuming::begin(client, self.options.dry_run).await?;
         let found = consuming.compare(queries, period_start).await?;
         crate::fault::pause("compared").await;
-        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
+        let candidates: Vec<Uuid> = found.disagreeing.iter().map(|o| o.org_id).collect();
         self.report.candidates = candidates.len() as u64;
         let (mut scan, changes) = self
             .reread(consuming.reader(), queries, &candidates, period_start)
             .await?;
-        let (consumed, drain) = consuming.commit(&found, fence).await?;
+        let (consumed, drain) = consuming.commit(&found, &candidates, fence).await?;
         tracking::switch(client, drain).await?;
         self.report.log_rows_folded = consumed.folded;
         self.insurance = consumed.insurance;
@@ -96,7 +96,7 @@ impl Pass<'_> {
         budget.finish(run_id, false);
         let open = tracking.last_mismatches.unwrap_or(0) + appeared - resolved;
         self.report.ledger_mismatches = u64::try_from(open).unwrap_or(0);
-        scan.orgs_checked = found.scan.orgs_checked;
+        scan.orgs_checked = found.orgs_checked;
         self.report.orgs_checked = scan.orgs_checked;
         scan.guard_orgs = tracking.sweep_orgs;
         scan.guard_billed_minutes = tracking.sweep_billed_minutes;

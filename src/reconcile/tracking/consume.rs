@@ -41,7 +41,8 @@ const IDLE_DONE: &str = include_str!("sql/idle_partition_done.sql");
 pub struct Drain {
     /// The partition the triggers do not write to (0 or 1).
     idle: i16,
-    /// Its ACCESS EXCLUSIVE lock was free at once: it is emptied at the commit.
+    /// Its ACCESS EXCLUSIVE lock was free at once and it is emptied at the commit (then it
+    /// becomes the active one: [`switch`]).
     locked: bool,
 }
 
@@ -147,7 +148,7 @@ pub async fn commit_seen(
     snapshot: &str,
     drifted: &[Uuid],
     fence: Fence,
-) -> Result<(Consumed, Option<Drain>), DbError> {
+) -> Result<(Consumed, Drain), DbError> {
     let idle = idle_partition(client).await?;
     let mut tx = client
         .transaction()
@@ -161,25 +162,22 @@ pub async fn commit_seen(
         .get(0);
     record(&tx, Some(snapshot), fence).await?;
     let insurance = mark(&*tx, drifted, fence).await?;
-    let drain = Drain { idle, locked };
-    let emptied = if locked {
+    let mut drain = Drain { idle, locked };
+    if locked {
         let sql = IDLE_DONE.replace("{partition}", &drain.table());
-        let done: bool = tx
+        drain.locked = tx
             .query_one(&sql, &[&snapshot])
             .await
             .context("check that the idle log partition holds nothing pending")?
             .get(0);
-        if done {
+        if drain.locked {
             empty(&tx, drain).await?;
         }
-        done
-    } else {
-        false
-    };
+    }
     tx.commit()
         .await
         .context("commit consuming reconciler.changes")?;
-    Ok((Consumed { folded, insurance }, emptied.then_some(drain)))
+    Ok((Consumed { folded, insurance }, drain))
 }
 
 /// The consumed snapshot becomes `snapshot`, or the transaction's own (fenced).

@@ -124,7 +124,7 @@ pub async fn consume_seen(
     fence: Fence,
 ) -> Result<Consumed, DbError> {
     let (consumed, drain) = consume::commit_seen(client, snapshot, drifted, fence).await?;
-    switch(client, drain).await?;
+    consume::switch(&***client, drain).await?;
     Ok(consumed)
 }
 
@@ -164,13 +164,6 @@ pub async fn mark_initialized(
     Ok(())
 }
 
-/// What the incremental comparison found.
-#[derive(Debug, Clone, Default)]
-pub struct DirtyScan {
-    /// Candidates (in `disagreeing`, to be re-read exactly), and the log's size.
-    pub scan: UsageScan,
-}
-
 /// The incremental comparison and the consumption of exactly the log rows it read, in one
 /// REPEATABLE READ transaction ([`consume`]'s; read-only in a dry run): the rows its snapshot
 /// saw are consumed, those of transactions still in flight stay for the next pass. The
@@ -206,6 +199,7 @@ impl<'a> Consuming<'a> {
     }
 
     /// The comparison from the pending log rows; the transaction's first query (its snapshot).
+    /// Its candidates (in `disagreeing`) are to be re-read exactly; `log_rows` is the log's size.
     ///
     /// # Errors
     /// The query failed.
@@ -213,13 +207,13 @@ impl<'a> Consuming<'a> {
         &self,
         queries: &PassQueries,
         period_start: Option<DateTime<Utc>>,
-    ) -> Result<DirtyScan, DbError> {
-        let mut found = DirtyScan::default();
+    ) -> Result<UsageScan, DbError> {
+        let mut found = UsageScan::default();
         let mut rows =
             ScanStream::start(&*self.tx, &queries.compare_dirty, &[&period_start]).await?;
         let mut none = Vec::new();
         while let Some(row) = rows.next().await {
-            found.scan.absorb(row?, &mut none);
+            found.absorb(row?, &mut none);
         }
         Ok(found)
     }
@@ -229,14 +223,16 @@ impl<'a> Consuming<'a> {
         &self.tx
     }
 
-    /// Consume (fenced) and commit; then the caller [`switch`]es with the returned drain. A
-    /// TRUNCATE marker in the log leaves it as it is (the next pass sweeps).
+    /// Consume (fenced), with insurance markers for `candidates` (those of `found`), and
+    /// commit; then the caller [`switch`]es with the returned drain. A TRUNCATE marker in the
+    /// log leaves it as it is (the next pass sweeps).
     ///
     /// # Errors
     /// A statement failed, or the lock was lost.
     pub async fn commit(
         self,
-        found: &DirtyScan,
+        found: &UsageScan,
+        candidates: &[Uuid],
         fence: Fence,
     ) -> Result<(Consumed, Option<Drain>), DbError> {
         let Some(drain) = self.drain else {
@@ -246,15 +242,14 @@ impl<'a> Consuming<'a> {
                 .context("commit the incremental comparison")?;
             return Ok((Consumed::default(), None));
         };
-        if found.scan.unknown_organizations {
+        if found.unknown_organizations {
             return Ok((Consumed::default(), None));
         }
-        let candidates: Vec<Uuid> = found.scan.disagreeing.iter().map(|o| o.org_id).collect();
-        let insurance = mark(&*self.tx, &candidates, fence).await?;
+        let insurance = mark(&*self.tx, candidates, fence).await?;
         consume::commit(self.tx, drain, fence).await?;
         Ok((
             Consumed {
-                folded: found.scan.log_rows,
+                folded: found.log_rows,
                 insurance,
             },
             Some(drain),
