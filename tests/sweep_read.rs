@@ -1,11 +1,16 @@
-//! The two ways a sweep reads the ledgers (`reconcile::access`): through the covering indexes
-//! `doctor` names (index-only scans, when both exist and VACUUM marked the tables) or the
-//! tables. Same hostile data in two databases, one with the indexes: the summary line says
-//! which read ran, and counters, journal, mismatches and warnings are the same.
+//! The ways a sweep reads the ledgers (`reconcile::access`): each through the covering index
+//! `doctor` names (an index-only scan, when it exists and VACUUM marked its table) or its
+//! table. Same hostile data in four databases, read through both indexes, both tables, or one
+//! of each: the summary line says which read ran, the plan is the one that read steers to,
+//! and counters, journal, mismatches and warnings are the same.
 
 mod common;
 
-use common::{outcome, TestDb};
+use common::{connect, outcome, TestDb};
+use synqall_reconciler::config::Settings;
+use synqall_reconciler::db::schema;
+use synqall_reconciler::reconcile::access::{self, SweepRead};
+use synqall_reconciler::reconcile::queries::PassQueries;
 
 /// 30 organizations with drifted, NULL and right counters; completed calls, calls of unknown
 /// statuses (counted apart, named), NULL and negative durations, usage rows with NaN, huge,
@@ -49,6 +54,20 @@ const COVERING_INDEXES_SQL: &str = "
 /// VACUUM (and ANALYZE) `what` once this session's own writes are in the statistics: the
 /// sweep reads both (`reconcile::access`), and a count flushed after the VACUUM would undo it.
 async fn vacuum(db: &TestDb, what: &str) {
+    // A finished run's backends flush their statistics as they exit, which can be after the
+    // process is gone: wait for them, or a count of rows they changed lands after the VACUUM.
+    for _ in 0..100 {
+        let others: i64 = db
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await;
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     db.exec("SELECT pg_stat_force_next_flush()").await;
     db.exec("SELECT 1").await;
     db.exec(&format!("VACUUM ANALYZE {what}")).await;
@@ -70,61 +89,145 @@ fn lines_at(run: &common::Run, levels: &[&str]) -> Vec<String> {
     lines
 }
 
-#[tokio::test]
-async fn the_sweep_through_the_covering_indexes_finds_and_repairs_what_the_table_read_does() {
-    let (tables, indexes) = (TestDb::migrated().await, TestDb::migrated().await);
-    for db in [&tables, &indexes] {
-        db.exec(HOSTILE_SQL).await;
-    }
-    indexes.exec(COVERING_INDEXES_SQL).await;
-    // VACUUM marks the pages all-visible (and updates pg_class): the index read serves.
-    for db in [&tables, &indexes] {
-        vacuum(db, "").await;
-    }
+/// The plan of the sweep's comparison as the next sweep would read `db` (its read chosen and
+/// its transaction opened as the pass does).
+async fn sweep_plan(db: &TestDb) -> (String, String) {
+    let client = connect(&db.url).await;
+    let settings = Settings::load_from(None, std::iter::empty::<(String, String)>())
+        .expect("default settings");
+    let app = schema::inspect(&client).await.expect("inspect the schema");
+    let queries = PassQueries::new(&app, &settings.usage);
+    let read = SweepRead::choose(&access::inspect(&client).await.expect("inspect the indexes"));
+    client
+        .batch_execute(&read.begin(settings.database.sweep_work_mem_mb))
+        .await
+        .expect("begin the sweep's read");
+    let explain = format!("EXPLAIN {}", queries.sweep_comparison(read.shapes()));
+    let period: Option<chrono::DateTime<chrono::Utc>> = None;
+    let plan: Vec<String> = client
+        .query(&explain, &[&period, &settings.usage.known_statuses])
+        .await
+        .expect("explain the comparison")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    (read.as_str().to_string(), plan.join("\n"))
+}
 
-    let by_tables = tables.run(&["--reconcile-now"], &[]).await;
-    let by_indexes = indexes.run(&["--reconcile-now"], &[]).await;
-    for (run, read) in [(&by_tables, "tables"), (&by_indexes, "indexes")] {
+/// How the plan reads `table`: "index" (an index-only scan of its covering index) or
+/// "table" (a sequential scan, parallel or not). Exactly one of the two.
+fn read_of(plan: &str, table: &str) -> &'static str {
+    let index = plan.contains(&format!(
+        "Index Only Scan using {table}_organization_usage_idx"
+    ));
+    let seq = plan
+        .lines()
+        .any(|l| l.contains("Seq Scan on") && l.contains(&format!("{table} ")));
+    match (index, seq) {
+        (true, false) => "index",
+        (false, true) => "table",
+        _ => panic!("{table} read neither or both ways:\n{plan}"),
+    }
+}
+
+#[tokio::test]
+async fn each_way_of_reading_the_ledgers_finds_and_repairs_the_same() {
+    // (sweep_read, how calls is read, how usage_metrics is read, rows rewritten after VACUUM)
+    let reads = [
+        ("tables", "table", "table", None),
+        ("indexes", "index", "index", None),
+        (
+            "calls_index",
+            "index",
+            "table",
+            Some("public.usage_metrics"),
+        ),
+        (
+            "usage_metrics_index",
+            "table",
+            "index",
+            Some("public.calls"),
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (expected, calls, usage, rewritten) in reads {
+        let db = TestDb::migrated().await;
+        db.exec(HOSTILE_SQL).await;
+        if expected != "tables" {
+            db.exec(COVERING_INDEXES_SQL).await;
+        }
+        // VACUUM marks the pages all-visible (and updates pg_class): the index read serves.
+        vacuum(&db, "").await;
+        if let Some(table) = rewritten {
+            // Every row rewritten, values unchanged: its pages lost their all-visible mark.
+            let column = if table == "public.calls" {
+                "duration_minutes"
+            } else {
+                "metric_value"
+            };
+            db.exec(&format!("UPDATE {table} SET {column} = {column}"))
+                .await;
+            db.exec("SELECT pg_stat_force_next_flush()").await;
+            db.exec("SELECT 1").await;
+        }
+        let (read, plan) = sweep_plan(&db).await;
+        assert_eq!(read, expected);
+        assert_eq!(
+            (read_of(&plan, "calls"), read_of(&plan, "usage_metrics")),
+            (calls, usage),
+            "{expected}:\n{plan}"
+        );
+
+        let run = db.run(&["--reconcile-now"], &[]).await;
         assert_eq!(run.code(), 0, "{}", run.stderr);
         let finished = run.grep("reconcile pass finished");
         assert_eq!(finished.len(), 1, "{}", run.stderr);
         assert!(
-            finished[0].contains(&format!("sweep_read={read}")),
+            finished[0]
+                .split_whitespace()
+                .any(|field| field == format!("sweep_read={expected}")),
             "{}",
             finished[0]
         );
+        let said = run.grep("sweep reads ");
+        assert_eq!(said.len(), 1, "{}", run.stderr);
+        let why = match expected {
+            "tables" => {
+                "public.calls has no covering index; public.usage_metrics has no covering index"
+            }
+            "indexes" => "",
+            "calls_index" => "public.usage_metrics is 0% all-visible (VACUUM it to read the index)",
+            _ => "public.calls is 0% all-visible (VACUUM it to read the index)",
+        };
+        let line = match expected {
+            "tables" => "sweep reads the ledgers' tables",
+            "indexes" => "sweep reads the ledgers through their covering indexes",
+            _ => "sweep reads one ledger through its covering index and the other's table",
+        };
+        assert!(
+            said[0].contains(line)
+                && said[0].contains(&format!("why=\"{why}\"")) == !why.is_empty(),
+            "{expected}: {}",
+            said[0]
+        );
+        outcomes.push((
+            expected,
+            outcome(&db.url).await,
+            lines_at(&run, &[" WARN "]),
+        ));
     }
-    assert_eq!(
-        by_tables.grep("sweep reads the ledgers' tables").len(),
-        1,
-        "{}",
-        by_tables.stderr
-    );
-    assert!(
-        by_tables
-            .stderr
-            .contains("public.calls has no covering index"),
-        "{}",
-        by_tables.stderr
-    );
-    assert_eq!(
-        by_indexes
-            .grep("sweep reads the ledgers through their covering indexes")
-            .len(),
-        1,
-        "{}",
-        by_indexes.stderr
-    );
 
-    let left = outcome(&indexes.url).await;
-    assert_eq!(left, outcome(&tables.url).await);
+    let (_, left, warned) = &outcomes[0];
     assert!(
         left.iter().any(|l| l.starts_with("adjustment ")),
         "the data has drift to repair: {left:?}"
     );
     assert!(left.iter().any(|l| l.starts_with("mismatch ")), "{left:?}");
-    let warned = lines_at(&by_indexes, &[" WARN "]);
-    assert_eq!(warned, lines_at(&by_tables, &[" WARN "]));
+    for (read, other_left, other_warned) in &outcomes[1..] {
+        assert_eq!(other_left, left, "{read}");
+        assert_eq!(other_warned, warned, "{read}");
+    }
     for status in [
         "status=\"Completed\" calls=100",
         "status=\" completed\" calls=100",
@@ -149,19 +252,24 @@ async fn a_table_vacuum_has_not_marked_is_read_whole_and_doctor_says_why() {
     db.exec(COVERING_INDEXES_SQL).await;
     vacuum(&db, "public.usage_metrics").await;
     // calls never vacuumed: no page is all-visible, an index-only scan would read the table.
+    // usage_metrics still reads its index.
     let run = db.run(&["--reconcile-now"], &[]).await;
     assert_eq!(run.code(), 0, "{}", run.stderr);
-    let line = run.grep("sweep reads the ledgers' tables");
+    let line = run.grep("sweep reads one ledger through its covering index and the other's table");
     assert_eq!(line.len(), 1, "{}", run.stderr);
     assert!(
-        line[0].contains("public.calls is 0% all-visible (VACUUM it to read the index)"),
+        line[0].contains("read=usage_metrics_index")
+            && line[0].contains("public.calls is 0% all-visible (VACUUM it to read the index)"),
         "{}",
         line[0]
     );
     let doctor = db.run(&["doctor"], &[]).await;
     assert!(
         doctor.stdout.lines().any(|l| l.contains("covering index")
-            && l.contains("sweeps read the tables: public.calls is 0% all-visible")),
+            && l.contains(
+                "sweeps read the index of public.usage_metrics and the other ledger's table: \
+                 public.calls is 0% all-visible"
+            )),
         "{}",
         doctor.stdout
     );
@@ -179,14 +287,14 @@ async fn a_table_vacuum_has_not_marked_is_read_whole_and_doctor_says_why() {
 }
 
 #[tokio::test]
-async fn rows_changed_since_vacuum_send_the_sweep_to_the_tables_until_the_next_vacuum() {
+async fn rows_changed_since_vacuum_send_the_sweep_to_that_table_until_the_next_vacuum() {
     let db = TestDb::migrated().await;
     db.exec(HOSTILE_SQL).await;
     db.exec(COVERING_INDEXES_SQL).await;
     vacuum(&db, "").await;
     let read = |run: &common::Run| {
         assert_eq!(run.code(), 0, "{}", run.stderr);
-        run.grep("sweep reads the ledgers").join("\n")
+        run.grep("sweep reads ").join("\n")
     };
     let run = db.run(&["--reconcile-now"], &[]).await;
     assert!(
@@ -194,6 +302,8 @@ async fn rows_changed_since_vacuum_send_the_sweep_to_the_tables_until_the_next_v
         "{}",
         run.stderr
     );
+    // The call that sweep attributed left its page unmarked: VACUUM it, calls reads its index.
+    vacuum(&db, "public.calls").await;
     // Every usage row rewritten: the pages lost their all-visible mark, and pg_class does not
     // know yet (it is VACUUM's count); the statistics of rows changed since do.
     db.exec("UPDATE public.usage_metrics SET metric_value = metric_value")
@@ -203,7 +313,8 @@ async fn rows_changed_since_vacuum_send_the_sweep_to_the_tables_until_the_next_v
     let run = db.run(&["--reconcile-now"], &[]).await;
     let line = read(&run);
     assert!(
-        line.contains("sweep reads the ledgers' tables")
+        line.contains("sweep reads one ledger through its covering index and the other's table")
+            && line.contains("read=calls_index")
             && line.contains("public.usage_metrics is 0% all-visible"),
         "{}",
         run.stderr

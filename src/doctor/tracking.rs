@@ -129,9 +129,19 @@ pub(super) async fn covering_index(client: &impl GenericClient) -> Result<Check,
         .collect::<Vec<_>>()
         .join(", ");
     Ok(if missing.is_empty() {
-        let sweep = match SweepRead::choose(&indexes) {
-            SweepRead::Indexes => "sweeps read the indexes too".to_string(),
-            SweepRead::Tables(why) => format!("sweeps read the tables: {why}"),
+        let read = SweepRead::choose(&indexes);
+        let sweep = match read.as_str() {
+            "indexes" => "sweeps read the indexes too".to_string(),
+            "tables" => format!("sweeps read the tables: {}", read.why_tables()),
+            _ => format!(
+                "sweeps read the index of {} and the other ledger's table: {}",
+                if read.calls.by_index() {
+                    "public.calls"
+                } else {
+                    "public.usage_metrics"
+                },
+                read.why_tables()
+            ),
         };
         Check::ok(
             NAME,

@@ -32,14 +32,19 @@ const PREVIOUS_METRIC_TOTALS_TEMPLATE: &str = include_str!("sql/previous_metric_
 const BAD_DURATIONS_TEMPLATE: &str = include_str!("sql/bad_durations.sql");
 const BAD_METRIC_VALUES_TEMPLATE: &str = include_str!("sql/bad_metric_values.sql");
 
+const AS_PLANNED: TotalsShape = TotalsShape::AsPlanned;
+
 /// The largest bigint, as SQL: totals are clamped to it and values above it are not minutes.
 const BIGINT_MAX: &str = "9223372036854775807";
 
 /// The per-pass SQL, with the templates filled in.
 #[derive(Debug, Clone)]
 pub struct PassQueries {
-    /// The sweep's comparison of every organization.
+    /// The sweep's comparison of every organization, both ledgers unsorted (as the tables
+    /// read and `doctor` run it).
     pub drifted_orgs: String,
+    /// The same with the ledgers' shapes left for [`Self::sweep_comparison`].
+    sweep_template: String,
     /// The same, for some organizations (`$3`): an incremental pass's exact re-read.
     pub candidate_orgs: String,
     /// The names of the unknown call statuses the comparison counted (every organization,
@@ -108,10 +113,15 @@ impl PassQueries {
                     },
                 )
         };
+        // Filtered first: the bad-value counts it adds are templates too.
+        let sweep_template = comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), false));
         Self {
-            // Filtered first: the bad-value counts it adds are templates too.
-            drifted_orgs: comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), false)),
-            candidate_orgs: comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), true)),
+            drifted_orgs: shaped(&sweep_template, (AS_PLANNED, AS_PLANNED)),
+            sweep_template,
+            candidate_orgs: shaped(
+                &comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), true)),
+                (AS_PLANNED, AS_PLANNED),
+            ),
             unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), false),
             candidate_unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), true),
             compare_dirty: comparison(COMPARE_DIRTY_TEMPLATE),
@@ -125,6 +135,38 @@ impl PassQueries {
             counter_type: schema.counter_type,
         }
     }
+
+    /// The sweep's comparison with the (calls, usage_metrics) totals asked for as `shapes`
+    /// says (`access::SweepRead::shapes`).
+    pub fn sweep_comparison(&self, shapes: (TotalsShape, TotalsShape)) -> String {
+        shaped(&self.sweep_template, shapes)
+    }
+}
+
+/// How the sweep's comparison asks for one ledger's totals (`access::SweepRead::shapes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalsShape {
+    /// As the planner chooses (under the transaction's settings).
+    AsPlanned,
+    /// `ORDER BY organization_id`: with sorts off, only an index-only scan of the covering
+    /// index delivers it.
+    Sorted,
+    /// Over the table: a condition on `ctid`, which no index carries.
+    FromTable,
+}
+
+/// `{order_x}` and `{table_x}` of each ledger filled for its shape.
+fn shaped(sql: &str, (calls, usage): (TotalsShape, TotalsShape)) -> String {
+    let fill = |sql: String, shape: TotalsShape, alias: &str| {
+        let (order, table) = match shape {
+            TotalsShape::AsPlanned => (String::new(), String::new()),
+            TotalsShape::Sorted => (format!("ORDER BY {alias}.organization_id"), String::new()),
+            TotalsShape::FromTable => (String::new(), format!("AND {alias}.ctid IS NOT NULL")),
+        };
+        sql.replace(&format!("{{order_{alias}}}"), &order)
+            .replace(&format!("{{table_{alias}}}"), &table)
+    };
+    fill(fill(sql.to_string(), calls, "c"), usage, "m")
 }
 
 /// The placeholders every template shares, with their values for this schema and
@@ -339,7 +381,14 @@ mod tests {
                     known_statuses: vec!["completed".into()],
                 };
                 let q = PassQueries::new(&schema, &usage);
+                let sorted = [
+                    (TotalsShape::Sorted, TotalsShape::FromTable),
+                    (TotalsShape::FromTable, TotalsShape::Sorted),
+                ]
+                .map(|s| q.sweep_comparison(s));
                 for text in [
+                    &sorted[0],
+                    &sorted[1],
                     &q.drifted_orgs,
                     &q.candidate_orgs,
                     &q.compare_dirty,

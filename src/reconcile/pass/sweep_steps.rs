@@ -140,15 +140,21 @@ impl Pass<'_> {
         read: &SweepRead,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, ScanFailure> {
-        match read {
-            SweepRead::Indexes => info!(
+        match read.as_str() {
+            "indexes" => info!(
                 run_id = %self.report.run_id,
                 "sweep reads the ledgers through their covering indexes"
             ),
-            SweepRead::Tables(why) => info!(
+            "tables" => info!(
                 run_id = %self.report.run_id,
-                why = why.as_str(),
+                why = read.why_tables().as_str(),
                 "sweep reads the ledgers' tables"
+            ),
+            one => info!(
+                run_id = %self.report.run_id,
+                read = one,
+                why = read.why_tables().as_str(),
+                "sweep reads one ledger through its covering index and the other's table"
             ),
         }
         self.report.sweep_read = Some(read.as_str());
@@ -163,7 +169,13 @@ impl Pass<'_> {
             .await
         {
             Ok(row) => self
-                .stream_comparison(db, source, queries, period_start)
+                .stream_comparison(
+                    db,
+                    source,
+                    queries,
+                    &queries.sweep_comparison(read.shapes()),
+                    period_start,
+                )
                 .await
                 .map(|scan| UsageScan {
                     read_snapshot: Some(row.get(0)),
@@ -187,13 +199,15 @@ impl Pass<'_> {
         }
     }
 
-    /// The comparison streamed from `source`, with a progress line every few seconds while it
-    /// runs. The mismatch changes are written on the primary (`db`).
+    /// The comparison (`comparison`, one of `queries`' sweep statements) streamed from
+    /// `source`, with a progress line every few seconds while it runs. The mismatch changes
+    /// are written on the primary (`db`).
     async fn stream_comparison(
         &mut self,
         db: &Database,
         source: &Client,
         queries: &PassQueries,
+        comparison: &str,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, ScanFailure> {
         let run_id = self.report.run_id;
@@ -204,7 +218,7 @@ impl Pass<'_> {
             orgs: None,
         };
         let params = scan::sweep_params(&args, &None);
-        let mut rows = ScanStream::start(&***source, &queries.drifted_orgs, &params)
+        let mut rows = ScanStream::start(&***source, comparison, &params)
             .await
             .map_err(ScanFailure::Read)?;
         // Mismatch changes are written on a connection of their own while the rows arrive.
