@@ -35,13 +35,9 @@
 --                     completed calls; unusable usage values) in the rows it reads anyway, so
 --                     the pass need not read those organizations again to name them; for
 --                     every organization they are NULL (a per-row cost of the whole sweep)
---   {order_c}, {table_c}, {order_m}, {table_m}  how a sweep asks for a ledger's totals
---                     (reconcile/access.rs): both empty (as planned); `ORDER BY
---                     x.organization_id` (the one ledger read through its covering index while
---                     the other reads its table: with sorts off only the index-only scan
---                     meets it); or `AND x.ctid IS NOT NULL` (read from the table: no index
---                     carries ctid, so no index-only scan can serve, and a whole-index scan
---                     never prices below the table's)
+--   {order_c}, {order_m}  empty, or `ORDER BY x.organization_id` for the one ledger a sweep
+--                     reads through its covering index while the other reads its table
+--                     (reconcile/access.rs: with sorts off only the index-only scan meets it)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
 -- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
 --    none, are not counted and are named by a 'status' row
@@ -56,7 +52,7 @@ WITH call_totals AS (
     FROM public.calls c
    WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
-     {filter_c} {table_c}
+     {filter_c}
    GROUP BY c.organization_id
    {order_c}
 ),
@@ -70,7 +66,7 @@ metric_totals AS (
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
      AND ($1::timestamptz IS NULL OR m.created_at >= $1)
-     {filter_m} {table_m}
+     {filter_m}
    GROUP BY m.organization_id
    {order_m}
 ),
