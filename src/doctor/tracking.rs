@@ -6,7 +6,7 @@ use tokio_postgres::GenericClient;
 
 use super::report::Check;
 use crate::db::{DbError, QueryContext};
-use crate::reconcile::access::{self, SweepRead};
+use crate::reconcile::access::{self, ReadMode, SweepRead};
 
 const CHANGE_TRACKING: &str = include_str!("sql/change_tracking.sql");
 
@@ -130,16 +130,11 @@ pub(super) async fn covering_index(client: &impl GenericClient) -> Result<Check,
         .join(", ");
     Ok(if missing.is_empty() {
         let read = SweepRead::choose(&indexes);
-        let sweep = match read.as_str() {
-            "indexes" => "sweeps read the indexes too".to_string(),
-            "tables" => format!("sweeps read the tables: {}", read.why_tables()),
-            _ => format!(
-                "sweeps read the index of {} and the other ledger's table: {}",
-                if read.calls.by_index() {
-                    "public.calls"
-                } else {
-                    "public.usage_metrics"
-                },
+        let sweep = match read.mode() {
+            ReadMode::Indexes => "sweeps read the indexes too".to_string(),
+            ReadMode::Tables => format!("sweeps read the tables: {}", read.why_tables()),
+            ReadMode::OneIndex { relation } => format!(
+                "sweeps read the index of {relation} and the other ledger's table: {}",
                 read.why_tables()
             ),
         };

@@ -32,7 +32,8 @@ const PREVIOUS_METRIC_TOTALS_TEMPLATE: &str = include_str!("sql/previous_metric_
 const BAD_DURATIONS_TEMPLATE: &str = include_str!("sql/bad_durations.sql");
 const BAD_METRIC_VALUES_TEMPLATE: &str = include_str!("sql/bad_metric_values.sql");
 
-const AS_PLANNED: TotalsShape = TotalsShape::AsPlanned;
+/// Both ledgers' totals as the planner chooses: every statement but a steered sweep's.
+const UNSHAPED: (TotalsShape, TotalsShape) = (TotalsShape::AsPlanned, TotalsShape::AsPlanned);
 
 /// The largest bigint, as SQL: totals are clamped to it and values above it are not minutes.
 const BIGINT_MAX: &str = "9223372036854775807";
@@ -116,11 +117,11 @@ impl PassQueries {
         // Filtered first: the bad-value counts it adds are templates too.
         let sweep_template = comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), false));
         Self {
-            drifted_orgs: shaped(&sweep_template, (AS_PLANNED, AS_PLANNED)),
+            drifted_orgs: shaped(&sweep_template, UNSHAPED),
             sweep_template,
             candidate_orgs: shaped(
                 &comparison(&filter_orgs(DRIFTED_ORGS_TEMPLATE.to_string(), true)),
-                (AS_PLANNED, AS_PLANNED),
+                UNSHAPED,
             ),
             unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), false),
             candidate_unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), true),

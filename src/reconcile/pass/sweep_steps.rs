@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Client, Pass, PROGRESS_EVERY};
 use crate::db::{Database, DbError, QueryContext};
-use crate::reconcile::access::{self, SweepRead};
+use crate::reconcile::access::{self, ReadMode, SweepRead};
 use crate::reconcile::mismatch::LedgerMismatch;
 use crate::reconcile::queries::PassQueries;
 use crate::reconcile::scan::{self, ScanArgs, ScanRow, ScanStream};
@@ -140,19 +140,19 @@ impl Pass<'_> {
         read: &SweepRead,
         period_start: Option<DateTime<Utc>>,
     ) -> Result<UsageScan, ScanFailure> {
-        match read.as_str() {
-            "indexes" => info!(
+        match read.mode() {
+            ReadMode::Indexes => info!(
                 run_id = %self.report.run_id,
                 "sweep reads the ledgers through their covering indexes"
             ),
-            "tables" => info!(
+            ReadMode::Tables => info!(
                 run_id = %self.report.run_id,
                 why = read.why_tables().as_str(),
                 "sweep reads the ledgers' tables"
             ),
-            one => info!(
+            ReadMode::OneIndex { .. } => info!(
                 run_id = %self.report.run_id,
-                read = one,
+                read = read.as_str(),
                 why = read.why_tables().as_str(),
                 "sweep reads one ledger through its covering index and the other's table"
             ),
