@@ -19,6 +19,9 @@
 //! - **app cost**: a call INSERT and an `increment_used_minutes`, one statement each, with the
 //!   change tracking's triggers and without.
 //!
+//! `BENCH_HOLD=1` loads each size's database, prints its URL and waits for SIGINT instead of
+//! measuring: experiments by hand on the very data the bench measures.
+//!
 //! Each with wall time, buffers touched in the database (`pg_stat_database`), WAL bytes, rows
 //! written to organizations and calls (`pg_stat_user_tables`), and our process's peak RSS
 //! (`wait4`).
@@ -151,6 +154,12 @@ async fn bench_size(cluster: &LocalCluster, size: Size, args: &Args) {
         size.calls(),
         generated.elapsed()
     );
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For experiments (psql, EXPLAIN, a pass by hand) on exactly the data measured here.
+        eprintln!("# holding {url} until SIGINT (Ctrl-C); nothing measured");
+        tokio::signal::ctrl_c().await.expect("wait for SIGINT");
+        return;
+    }
     // Warm the caches, then measure.
     floor(&client).await;
     measure_pass(&client, &url, SWEEP, &[]).await;
