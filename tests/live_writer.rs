@@ -102,8 +102,8 @@ async fn assert_converged_and_never_wrong(db: &TestDb, tallies: &Tallies) {
 }
 
 /// After its first pass, every pass of the daemon was incremental (what it runs on
-/// `schedule.cron`), and those passes made repairs under the live writers.
-fn assert_incremental_repairs(daemon: &Daemon) {
+/// `schedule.cron`); returns those passes' summary lines.
+fn assert_later_passes_incremental(daemon: &Daemon) -> Vec<String> {
     let later: Vec<String> = daemon
         .grep("reconcile pass finished")
         .into_iter()
@@ -113,6 +113,12 @@ fn assert_incremental_repairs(daemon: &Daemon) {
         later.iter().all(|l| l.contains(" kind=incremental ")),
         "{later:#?}"
     );
+    later
+}
+
+/// ... and those incremental passes made repairs under the live writers.
+fn assert_incremental_repairs(daemon: &Daemon) {
+    let later = assert_later_passes_incremental(daemon);
     assert!(
         later.iter().any(|l| !l.contains(" repaired=0 ")),
         "no incremental pass repaired anything: {later:#?}"
@@ -160,7 +166,12 @@ async fn live_writers_converge_when_the_daemon_is_killed_and_restarted_mid_run()
     let tallies = app.await.unwrap();
     more_passes(&second, 3).await;
     assert_converged_and_never_wrong(&db, &tallies).await;
-    assert_incremental_repairs(&second);
+    // The killed daemon repaired under the writers in a pass after its first (it was killed
+    // right after a repair line that came after it), and those passes were incremental. The
+    // restarted one may find everything left for its first pass when the writers are nearly
+    // done by then (seen in CI): only its kind of pass is asserted.
+    assert_later_passes_incremental(&first);
+    assert_later_passes_incremental(&second);
 
     second.signal(libc::SIGTERM);
     assert_eq!(second.wait(20).await, Some(0));
