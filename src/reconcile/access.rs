@@ -185,15 +185,13 @@ impl SweepRead {
     /// planner then chose a whole plain index scan of calls (organization_id), 24.6 s, and
     /// left to itself took 25.1 s.
     pub fn shapes(&self) -> (TotalsShape, TotalsShape) {
-        let one_index = matches!(self.mode(), ReadMode::OneIndex { .. });
-        let shape = |read: &LedgerRead| {
-            if one_index && read.by_index() {
-                TotalsShape::Sorted
-            } else {
-                TotalsShape::AsPlanned
+        match self.mode() {
+            ReadMode::OneIndex { relation: CALLS } => (TotalsShape::Sorted, TotalsShape::AsPlanned),
+            ReadMode::OneIndex { .. } => (TotalsShape::AsPlanned, TotalsShape::Sorted),
+            ReadMode::Indexes | ReadMode::Tables => {
+                (TotalsShape::AsPlanned, TotalsShape::AsPlanned)
             }
-        };
-        (shape(&self.calls), shape(&self.usage))
+        }
     }
 
     /// For the log and the report: `indexes`, `tables`, or the one ledger read through its
