@@ -105,7 +105,7 @@ async fn sweep_plan(db: &TestDb) -> (String, String) {
     let explain = format!("EXPLAIN {}", queries.sweep_comparison(read.shapes()));
     let period: Option<chrono::DateTime<chrono::Utc>> = None;
     let plan: Vec<String> = client
-        .query(&explain, &[&period, &settings.usage.known_statuses])
+        .query(&explain, &[&period])
         .await
         .expect("explain the comparison")
         .iter()

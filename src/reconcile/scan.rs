@@ -40,7 +40,8 @@ pub enum ScanRow {
         /// Incremental comparison only: log rows read, and whether one names no organization.
         log_rows: i64,
         unknown_organizations: bool,
-        /// Calls of a status outside `usage.known_statuses` (a sweep or re-read).
+        /// Calls of a status outside `usage.known_statuses` (`doctor`'s comparison or a
+        /// re-read; the sweep's does not count them: [`count_unknown_statuses`]).
         unknown_status_calls: i64,
     },
 }
@@ -119,8 +120,9 @@ impl ScanStream {
     }
 }
 
-/// The comparison's parameters, in the order `drifted_orgs.sql` numbers them (`$3` only in
-/// the filtered variant, which alone names it).
+/// The parameters of a comparison that counts unknown statuses, in the order
+/// `drifted_orgs.sql` numbers them (`$3` only in the filtered variant, which alone names it).
+/// The sweep's comparison has `$1` alone ([`lean_sweep_params`]).
 pub fn sweep_params<'a>(
     args: &'a ScanArgs<'a>,
     orgs: &'a Option<Vec<Uuid>>,
@@ -130,6 +132,11 @@ pub fn sweep_params<'a>(
         params.push(orgs);
     }
     params
+}
+
+/// The sweep's comparison's one parameter: it reads completed calls only.
+pub fn lean_sweep_params<'a>(args: &'a ScanArgs<'a>) -> [&'a (dyn ToSql + Sync); 1] {
+    [&args.period_start]
 }
 
 /// Everything in memory: for `doctor` and for an incremental pass's few candidates (the
@@ -179,17 +186,72 @@ pub async fn name_unknown_statuses<C: GenericClient>(
         return Ok(());
     }
     let (_, sql) = statements(queries, args);
+    scan.unknown_statuses = read_unknown_statuses(client, sql, args).await?;
+    Ok(())
+}
+
+/// Above this many drifted organizations a sweep counts the calls of unknown statuses in one
+/// read of every call rather than through the drifted organizations' index lookups.
+const DRIFTED_STATUS_READ_MAX: usize = 10_000;
+
+/// The sweep's comparison reads completed calls only, so the calls of unknown statuses are
+/// counted and named apart: of every organization (a second read of calls) when the planner's
+/// statistics of `calls.status` show such statuses, or there are none; otherwise of the
+/// drifted organizations alone (a status the app bills and the configuration does not know
+/// makes its organizations drift, and this names it where it matters). Returns whether it
+/// read every call.
+///
+/// # Errors
+/// A statement failed.
+pub async fn count_unknown_statuses<C: GenericClient>(
+    client: &C,
+    queries: &PassQueries,
+    args: &ScanArgs<'_>,
+    scan: &mut UsageScan,
+) -> Result<bool, DbError> {
+    let statistics_show_them: bool = client
+        .query_one(queries.status_statistics, &[&args.known_statuses])
+        .await
+        .context("read the statistics of calls.status")?
+        .get("count_them");
+    let drifted: Vec<Uuid> = scan.disagreeing.iter().map(|o| o.org_id).collect();
+    let everything = statistics_show_them || drifted.len() > DRIFTED_STATUS_READ_MAX;
+    if !everything && drifted.is_empty() {
+        return Ok(false);
+    }
+    let (sql, orgs) = if everything {
+        (&queries.unknown_statuses, None)
+    } else {
+        (
+            &queries.candidate_unknown_statuses,
+            Some(drifted.as_slice()),
+        )
+    };
+    let read = ScanArgs {
+        orgs,
+        ..args.clone()
+    };
+    scan.unknown_statuses = read_unknown_statuses(client, sql, &read).await?;
+    scan.unknown_status_calls = scan.unknown_statuses.iter().map(|(_, n)| n).sum();
+    Ok(everything)
+}
+
+/// The unknown statuses with their calls, by `sql` (a variant of `sql/unknown_statuses.sql`).
+async fn read_unknown_statuses<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    args: &ScanArgs<'_>,
+) -> Result<Vec<(Option<String>, i64)>, DbError> {
     let orgs: Option<Vec<Uuid>> = args.orgs.map(<[Uuid]>::to_vec);
     let params = sweep_params(args, &orgs);
     let rows = client
         .query(sql, &params)
         .await
         .context("name the calls' unknown statuses")?;
-    scan.unknown_statuses = rows
+    Ok(rows
         .iter()
         .map(|r| (r.get("status"), r.get("calls")))
-        .collect();
-    Ok(())
+        .collect())
 }
 
 impl UsageScan {

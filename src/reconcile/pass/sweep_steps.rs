@@ -217,7 +217,7 @@ impl Pass<'_> {
             known_statuses: &self.settings.usage.known_statuses,
             orgs: None,
         };
-        let params = scan::sweep_params(&args, &None);
+        let params = scan::lean_sweep_params(&args);
         let mut rows = ScanStream::start(&***source, comparison, &params)
             .await
             .map_err(ScanFailure::Read)?;
@@ -258,9 +258,18 @@ impl Pass<'_> {
         self.apply_mismatches(&**writer, &changes, &mut budget)
             .await
             .map_err(ScanFailure::Write)?;
-        scan::name_unknown_statuses(&***source, queries, &args, &mut scan)
+        // In the same snapshot, on the same server: the comparison read completed calls only.
+        let counted = scan::count_unknown_statuses(&***source, queries, &args, &mut scan)
             .await
             .map_err(ScanFailure::Read)?;
+        if counted {
+            info!(
+                %run_id,
+                unknown_status_calls = scan.unknown_status_calls,
+                "sweep read calls a second time: the statistics of calls.status show statuses \
+                 outside usage.known_statuses (or calls was never analyzed)"
+            );
+        }
         budget.finish(run_id, false);
         self.report.scan_ms = telemetry::millis(started.elapsed());
         self.control.progress.bump();

@@ -7,7 +7,8 @@
 --                      unchanged mismatch costs no row
 --   kind = 'total'     orgs_checked, billed_minutes, unowned_metric_minutes, mismatches (now),
 --                      unknown_status_calls (calls of a status the configuration does not
---                      know: when there are any, sql/unknown_statuses.sql names them)
+--                      know: when there are any, sql/unknown_statuses.sql names them; NULL
+--                      from the sweep, which does not count them)
 -- The client receives rows in proportion to disagreement and change, not to the number of
 -- organizations, and each ledger is read once. Each ledger is grouped by organization alone
 -- (a second grouping key, or a FILTER more per row, costs several percent of the whole sweep).
@@ -16,6 +17,12 @@
 --   {stored}          used_minutes as bigint; NULL when NULL, or when a fractional counter
 --                     holds no whole number of minutes ({stored_invalid} then says so)
 --   {stored_invalid}  true for a counter value that cannot be compared (10.5, NaN, huge)
+--   {call_rows}, {unknown_calls}, {unknown_status_total}  which calls are read, and how those
+--                     of an unknown status are counted: the sweep reads completed calls only
+--                     (`c.status = 'completed'`, 0, NULL), as the floor does; counting them
+--                     in the same scan cost ~12% of the sweep's CPU, so a sweep asks the
+--                     planner's statistics first (sql/status_statistics.sql). doctor and the
+--                     filtered read also read the calls of unknown statuses and count them.
 --   {completed_call_total}  per-org total of c.duration_minutes over completed calls: NULL,
 --                     negative, NaN, infinite and beyond-bigint durations count 0, numeric ones
 --                     are rounded per call
@@ -39,18 +46,18 @@
 --                     reads through its covering index while the other reads its table
 --                     (reconcile/access.rs: with sorts off only the index-only scan meets it)
 -- $1 timestamptz: start of the billing period (NULL for all_time)
--- $2 text[]: the known call statuses (usage.known_statuses); calls with any other status, or
---    none, are not counted and are named by a 'status' row
+-- $2 text[]: the known call statuses (usage.known_statuses), in the statements that count the
+--    calls of any other status (or none); those calls are never minutes (the sweep has no $2)
 -- $3 uuid[]: the organizations of a filtered read (NULL otherwise)
 WITH call_totals AS (
   -- Completed calls, and those of an unknown status (counted apart, never as minutes).
   SELECT c.organization_id,
          {call_count} AS all_calls,
-         count(*) FILTER (WHERE c.status IS DISTINCT FROM 'completed') AS unknown_calls,
+         {unknown_calls} AS unknown_calls,
          {completed_call_total} AS call_minutes,
          {bad_call_counts}
     FROM public.calls c
-   WHERE (c.status = 'completed' OR (c.status = ANY ($2::text[])) IS NOT TRUE)
+   WHERE {call_rows}
      AND ($1::timestamptz IS NULL OR c.created_at >= $1)
      {filter_c}
    GROUP BY c.organization_id
@@ -124,5 +131,5 @@ SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, coun
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
        COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
        (SELECT count(*) FROM mismatched),
-       (SELECT COALESCE(sum(unknown_calls), 0) FROM call_totals)::bigint, NULL
+       {unknown_status_total}, NULL
   FROM compared
