@@ -277,7 +277,12 @@ async fn disagreeing_ledgers(client: &tokio_postgres::Client, url: &str, size: S
     for (phase, read, floors, sweeps) in phases {
         let floor_cost = median(floors);
         if phase != "usage rows just rewritten" {
-            report(size, &format!("floor, ledgers disagree, {phase}"), floor_cost, floor_cost);
+            report(
+                size,
+                &format!("floor, ledgers disagree, {phase}"),
+                floor_cost,
+                floor_cost,
+            );
         }
         if phase == "after VACUUM" {
             report(
