@@ -198,8 +198,8 @@ const DRIFTED_STATUS_READ_MAX: usize = 10_000;
 /// counted and named apart: of every organization (a second read of calls) when the planner's
 /// statistics of `calls.status` show such statuses, or there are none; otherwise of the
 /// drifted organizations alone (a status the app bills and the configuration does not know
-/// makes its organizations drift, and this names it where it matters). Returns whether it
-/// read every call.
+/// makes its organizations drift, and this names it where it matters). Returns why it read
+/// every call, when it did.
 ///
 /// # Errors
 /// A statement failed.
@@ -208,18 +208,27 @@ pub async fn count_unknown_statuses<C: GenericClient>(
     queries: &PassQueries,
     args: &ScanArgs<'_>,
     scan: &mut UsageScan,
-) -> Result<bool, DbError> {
+) -> Result<Option<&'static str>, DbError> {
     let statistics_show_them: bool = client
         .query_one(queries.status_statistics, &[&args.known_statuses])
         .await
         .context("read the statistics of calls.status")?
         .get("count_them");
     let drifted: Vec<Uuid> = scan.disagreeing.iter().map(|o| o.org_id).collect();
-    let everything = statistics_show_them || drifted.len() > DRIFTED_STATUS_READ_MAX;
-    if !everything && drifted.is_empty() {
-        return Ok(false);
+    let everything = if statistics_show_them {
+        Some(
+            "the statistics of calls.status show statuses outside usage.known_statuses \
+             (or calls was never analyzed)",
+        )
+    } else if drifted.len() > DRIFTED_STATUS_READ_MAX {
+        Some("more organizations drifted than their calls are worth reading by index")
+    } else {
+        None
+    };
+    if everything.is_none() && drifted.is_empty() {
+        return Ok(None);
     }
-    let (sql, orgs) = if everything {
+    let (sql, orgs) = if everything.is_some() {
         (&queries.unknown_statuses, None)
     } else {
         (

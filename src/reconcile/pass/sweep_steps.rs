@@ -259,15 +259,15 @@ impl Pass<'_> {
             .await
             .map_err(ScanFailure::Write)?;
         // In the same snapshot, on the same server: the comparison read completed calls only.
-        let counted = scan::count_unknown_statuses(&***source, queries, &args, &mut scan)
+        let reread = scan::count_unknown_statuses(&***source, queries, &args, &mut scan)
             .await
             .map_err(ScanFailure::Read)?;
-        if counted {
+        if let Some(why) = reread {
             info!(
                 %run_id,
                 unknown_status_calls = scan.unknown_status_calls,
-                "sweep read calls a second time: the statistics of calls.status show statuses \
-                 outside usage.known_statuses (or calls was never analyzed)"
+                why,
+                "sweep read calls a second time to count the calls of unknown statuses"
             );
         }
         budget.finish(run_id, false);

@@ -2,9 +2,10 @@
 -- read of calls): the sweep's comparison reads completed calls only. True when the planner's
 -- statistics of calls.status (ANALYZE's sample, also on a standby) show NULL statuses or a
 -- status outside usage.known_statuses in its most common values or histogram, and when
--- there are no statistics at all (never analyzed: count to be sure). A status too rare for
--- the sample, written since the last ANALYZE, is missed here; incremental passes count the
--- statuses of every call they re-read (docs/design.md, "Unknown call statuses").
+-- there are no statistics at all (never analyzed: count to be sure). Otherwise the sweep counts
+-- them for the drifted organizations only: a status too rare for the sample, or written since
+-- the last ANALYZE, in an organization that does not drift goes unnamed until ANALYZE samples
+-- it (docs/design.md, "Unknown call statuses").
 -- $1 text[]: the known call statuses (usage.known_statuses)
 SELECT COALESCE(bool_or(s.null_frac > 0
                         OR EXISTS (SELECT 1
