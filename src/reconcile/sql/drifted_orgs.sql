@@ -26,8 +26,12 @@
 --   {completed_call_total}  per-org total of c.duration_minutes over completed calls: NULL,
 --                     negative, NaN, infinite and beyond-bigint durations count 0, numeric ones
 --                     are rounded per call
---   {metric_total}    per-org total over sum(m.metric_value) (rounding applied to the total,
---                     NaN, infinite and beyond-bigint values left out)
+--   {metric_sum}      the raw sum(m.metric_value): the per-row work of the floor
+--   {metric_minutes}, {unowned_metric_minutes}  the minutes of mt.metric_sum, of an
+--                     organization and of the rows without one (rounding applied to the
+--                     total, NaN, infinite and beyond-bigint values left out: where the raw
+--                     sum is not a usable number, those rows are summed again without them;
+--                     queries.rs metric_sum_exprs)
 --   {expected}        calls_minutes or metrics_minutes (usage.source)
 --   {call_count}      count(*): with unknown_calls, the calls ledger's fingerprint
 --   {metric_count}    count(*) with usage.source = usage_metrics (its fingerprint), else 0:
@@ -68,7 +72,7 @@ WITH call_totals AS (
 metric_totals AS (
   SELECT m.organization_id,
          {metric_count} AS metric_count,
-         {metric_total} AS metric_minutes,
+         {metric_sum} AS metric_sum,
          {bad_metric_count}
     FROM public.usage_metrics m
    WHERE m.metric_type = 'minutes_transcribed'
@@ -85,7 +89,7 @@ compared AS (
          COALESCE(ct.all_calls - ct.unknown_calls, 0) AS call_count,
          COALESCE(ct.call_minutes, 0) AS calls_minutes,
          COALESCE(mt.metric_count, 0) AS metric_count,
-         COALESCE(mt.metric_minutes, 0) AS metrics_minutes,
+         {metric_minutes} AS metrics_minutes,
          {quota} AS quota,
          {bad_values} AS bad_values
     FROM public.organizations o
@@ -129,7 +133,8 @@ SELECT 'mismatch', COALESCE(n.id, r.organization_id),
 UNION ALL
 SELECT 'total', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*),
        LEAST(COALESCE(sum(GREATEST(stored, 0)), 0), 9223372036854775807)::bigint,
-       COALESCE((SELECT metric_minutes FROM metric_totals WHERE organization_id IS NULL), 0),
+       COALESCE((SELECT {unowned_metric_minutes} FROM metric_totals mt
+                  WHERE mt.organization_id IS NULL), 0),
        (SELECT count(*) FROM mismatched),
        {unknown_status_total}, NULL
   FROM compared
