@@ -15,7 +15,7 @@
 use tokio_postgres::GenericClient;
 
 use crate::db::{DbError, QueryContext};
-use crate::reconcile::queries::TotalsShape;
+use crate::reconcile::queries::{MetricSum, TotalsShape};
 
 const LEDGER_INDEXES: &str = include_str!("sql/ledger_indexes.sql");
 
@@ -94,6 +94,8 @@ impl LedgerRead {
 pub struct SweepRead {
     pub calls: LedgerRead,
     pub usage: LedgerRead,
+    /// usage_metrics has its covering index, read or not ([`Self::metric_sum`]).
+    pub usage_indexed: bool,
 }
 
 /// Which ledgers read their covering index, derived from a [`SweepRead`].
@@ -118,6 +120,18 @@ impl SweepRead {
         Self {
             calls: LedgerRead::choose(find(CALLS), CALLS),
             usage: LedgerRead::choose(find(USAGE), USAGE),
+            usage_indexed: find(USAGE).is_some_and(|index| index.covered),
+        }
+    }
+
+    /// How the comparison sums usage values: raw where the covering index of usage_metrics
+    /// can serve the exact re-sum of an organization whose raw sum is NaN, infinite or beyond
+    /// bigint; without it each such organization would read the whole table again.
+    pub fn metric_sum(&self) -> MetricSum {
+        if self.usage_indexed {
+            MetricSum::Raw
+        } else {
+            MetricSum::Exact
         }
     }
 
@@ -227,15 +241,19 @@ mod tests {
             (read.as_str(), read.why_tables()),
             ("indexes", String::new())
         );
+        assert_eq!(read.metric_sum(), MetricSum::Raw);
         let missing = [index(CALLS, true, 1.0), index(USAGE, false, 1.0)];
         let read = SweepRead::choose(&missing);
         assert_eq!(read.calls, LedgerRead::Index);
+        // No index to sum an organization's usage rows again by: each value tested instead.
+        assert_eq!(read.metric_sum(), MetricSum::Exact);
         assert_eq!(
             (read.as_str(), read.why_tables().as_str()),
             ("calls_index", "public.usage_metrics has no covering index")
         );
         let stale = [index(CALLS, true, 0.5), index(USAGE, true, 1.0)];
         let read = SweepRead::choose(&stale);
+        assert_eq!(read.metric_sum(), MetricSum::Raw);
         assert_eq!(
             (read.as_str(), read.why_tables().as_str()),
             (
@@ -259,6 +277,7 @@ mod tests {
         let read = |calls: &LedgerRead, usage: &LedgerRead| SweepRead {
             calls: calls.clone(),
             usage: usage.clone(),
+            usage_indexed: usage.by_index(),
         };
         for begin in [
             read(&table, &table).begin(64),

@@ -46,8 +46,10 @@ pub struct PassQueries {
     /// (`doctor`).
     pub drifted_orgs: String,
     /// The sweep's comparison of every organization, completed calls only (`$1` alone), the
-    /// ledgers' shapes left for [`Self::sweep_comparison`].
-    sweep_template: String,
+    /// ledgers' shapes left for [`Self::sweep_comparison`]; usage values summed each way of
+    /// [`MetricSum`].
+    sweep_exact: String,
+    sweep_raw: String,
     /// The comparison of some organizations (`$3`), unknown statuses and bad values counted:
     /// an incremental pass's exact re-read.
     pub candidate_orgs: String,
@@ -121,11 +123,19 @@ impl PassQueries {
                 )
         };
         // The variant first: the bad-value counts and call totals it names are templates too.
-        let variant = |which| comparison(&comparison_variant(DRIFTED_ORGS_TEMPLATE, which));
+        let variant = |which, sum| {
+            metric_sum_exprs(schema.metric_type, rounding, sum)
+                .iter()
+                .fold(
+                    comparison(&comparison_variant(DRIFTED_ORGS_TEMPLATE, which)),
+                    |sql, (name, value)| sql.replace(name, value),
+                )
+        };
         Self {
-            drifted_orgs: shaped(&variant(Comparison::Everything), UNSHAPED),
-            sweep_template: variant(Comparison::Sweep),
-            candidate_orgs: shaped(&variant(Comparison::Some), UNSHAPED),
+            drifted_orgs: shaped(&variant(Comparison::Everything, MetricSum::Exact), UNSHAPED),
+            sweep_exact: variant(Comparison::Sweep, MetricSum::Exact),
+            sweep_raw: variant(Comparison::Sweep, MetricSum::Raw),
+            candidate_orgs: shaped(&variant(Comparison::Some, MetricSum::Exact), UNSHAPED),
             status_statistics: STATUS_STATISTICS,
             unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), false),
             candidate_unknown_statuses: filter_orgs(UNKNOWN_STATUSES_TEMPLATE.to_string(), true),
@@ -142,9 +152,14 @@ impl PassQueries {
     }
 
     /// The sweep's comparison with the (calls, usage_metrics) totals asked for as `shapes`
-    /// says (`access::SweepRead::shapes`).
-    pub fn sweep_comparison(&self, shapes: (TotalsShape, TotalsShape)) -> String {
-        shaped(&self.sweep_template, shapes)
+    /// says and usage values summed as `sum` says (`access::SweepRead::shapes`,
+    /// `access::SweepRead::metric_sum`).
+    pub fn sweep_comparison(&self, shapes: (TotalsShape, TotalsShape), sum: MetricSum) -> String {
+        let template = match sum {
+            MetricSum::Exact => &self.sweep_exact,
+            MetricSum::Raw => &self.sweep_raw,
+        };
+        shaped(template, shapes)
     }
 }
 
@@ -208,9 +223,6 @@ fn value_exprs(schema: &AppSchema, usage: &UsageSettings) -> Vec<(&'static str, 
             invalid_value("m.metric_value", schema.metric_type),
         ),
     ]
-    .into_iter()
-    .chain(metric_sum_exprs(schema.metric_type, rounding))
-    .collect()
 }
 
 /// The change log's column of per-call rounded minutes for `rounding`.
@@ -389,25 +401,48 @@ fn metric_total_expr(ty: MinutesType, rounding: Rounding) -> String {
     }
 }
 
-/// The comparison's usage_metrics totals (`sql/drifted_orgs.sql`): `{metric_sum}`, the raw
-/// per-organization sum, as cheap per row as the floor's bare sum (the per-row filter of
-/// [`metric_total_expr`] cost ~4% of the sweep's CPU at 100k organizations / 10M calls); and
-/// the minutes made of it for an organization (`{metric_minutes}`, over `mt`, the
-/// metric_totals row, which may be missing) and for the rows without organization
-/// (`{unowned_metric_minutes}`). One NaN or infinite value makes a raw sum so, and one beyond
+/// How a comparison sums usage_metrics' values (`sql/drifted_orgs.sql`, [`metric_sum_exprs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricSum {
+    /// Each value tested as it is summed: NaN, infinite and beyond-bigint values left out.
+    Exact,
+    /// Summed raw, as cheap per row as the floor's bare sum (the per-row test of `Exact`
+    /// cost ~4% of the sweep's CPU at 100k organizations / 10M calls); an organization whose
+    /// raw sum is not a usable number is summed again exactly, once per such organization,
+    /// which only the covering index of usage_metrics makes cheap: the sweep sums raw only
+    /// when that index is there (`access::SweepRead::metric_sum`).
+    Raw,
+}
+
+/// The comparison's usage_metrics totals (`sql/drifted_orgs.sql`) summed as `how` says:
+/// `{metric_sum}`, the per-organization aggregate in metric_totals; and the minutes made of
+/// it for an organization (`{metric_minutes}`, over `mt`, the metric_totals row, which may be
+/// missing) and for the rows without organization (`{unowned_metric_minutes}`).
+///
+/// Integer values need no test (they are never NaN, infinite or beyond bigint): both ways
+/// are the same. Summed raw, one NaN or infinite value makes a raw sum so, and one beyond
 /// bigint makes it beyond bigint unless values as absurd cancel it: where the raw sum is not
-/// a usable number, those rows are summed again as [`metric_total_expr`] does (through the
+/// a usable number, that organization's rows are summed again as `Exact` does (through the
 /// index, outside the parallel aggregate). Values that cancel that way are counted as their
-/// sum here; the fingerprint re-read under the row lock leaves them out, so a repair over
-/// them is lost_race, never written.
-fn metric_sum_exprs(ty: MinutesType, rounding: Rounding) -> [(&'static str, String); 3] {
+/// sum; the fingerprint re-read under the row lock leaves them out, so a repair over them is
+/// lost_race, never written.
+fn metric_sum_exprs(
+    ty: MinutesType,
+    rounding: Rounding,
+    how: MetricSum,
+) -> [(&'static str, String); 3] {
     let sum = "mt.metric_sum";
-    let (raw, owned, unowned) = match ty {
-        MinutesType::Integer | MinutesType::BigInt => {
+    let (aggregate, owned, unowned) = match (ty, how) {
+        (MinutesType::Integer | MinutesType::BigInt, _) => {
             let minutes = format!("LEAST(GREATEST(COALESCE({sum}, 0), 0), {BIGINT_MAX})::bigint");
-            ("sum(m.metric_value)", minutes.clone(), minutes)
+            ("sum(m.metric_value)".to_string(), minutes.clone(), minutes)
         }
-        MinutesType::Fractional => {
+        (MinutesType::Fractional, MetricSum::Exact) => (
+            metric_total_expr(ty, rounding),
+            format!("COALESCE({sum}, 0)"),
+            sum.to_string(),
+        ),
+        (MinutesType::Fractional, MetricSum::Raw) => {
             let function = rounding_function(rounding);
             let exact = metric_total_expr(ty, rounding).replace("m.metric_value", "x.metric_value");
             let again = |org: &str| {
@@ -422,7 +457,7 @@ fn metric_sum_exprs(ty: MinutesType, rounding: Rounding) -> [(&'static str, Stri
                  THEN GREATEST({function}({sum}), 0)::bigint"
             );
             (
-                "sum(m.metric_value::numeric)",
+                "sum(m.metric_value::numeric)".to_string(),
                 format!(
                     "CASE {usable} WHEN mt.organization_id IS NULL THEN 0 ELSE {} END",
                     again("x.organization_id = mt.organization_id")
@@ -435,7 +470,7 @@ fn metric_sum_exprs(ty: MinutesType, rounding: Rounding) -> [(&'static str, Stri
         }
     };
     [
-        ("{metric_sum}", raw.to_string()),
+        ("{metric_sum}", aggregate),
         ("{metric_minutes}", owned),
         ("{unowned_metric_minutes}", unowned),
     ]
@@ -477,10 +512,16 @@ mod tests {
                 };
                 let q = PassQueries::new(&schema, &usage);
                 let sorted = [
-                    (TotalsShape::Sorted, TotalsShape::AsPlanned),
-                    (TotalsShape::AsPlanned, TotalsShape::Sorted),
+                    (
+                        (TotalsShape::Sorted, TotalsShape::AsPlanned),
+                        MetricSum::Exact,
+                    ),
+                    (
+                        (TotalsShape::AsPlanned, TotalsShape::Sorted),
+                        MetricSum::Raw,
+                    ),
                 ]
-                .map(|s| q.sweep_comparison(s));
+                .map(|(shapes, sum)| q.sweep_comparison(shapes, sum));
                 // The sweep's has `$1` alone (`scan::lean_sweep_params`).
                 let code = |sql: &str| {
                     sql.lines()
@@ -488,6 +529,7 @@ mod tests {
                         .collect::<String>()
                 };
                 assert!(!code(&sorted[0]).contains("$2") && code(&q.candidate_orgs).contains("$2"));
+                assert!(!code(&sorted[1]).contains("$2"));
                 for text in [
                     &sorted[0],
                     &sorted[1],

@@ -173,7 +173,7 @@ impl Pass<'_> {
                     db,
                     source,
                     queries,
-                    &queries.sweep_comparison(read.shapes()),
+                    &queries.sweep_comparison(read.shapes(), read.metric_sum()),
                     period_start,
                 )
                 .await
